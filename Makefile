@@ -1,0 +1,65 @@
+# One entry point for every workflow. `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# CI machines keep this CPU build of torch on disk; elsewhere pip downloads it like any other release.
+TORCH_SPEC ?= torch==2.13.0
+MODEL_DIR ?= models/tiny
+MODEL ?=
+OUT ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: install install-serve test test-fast lint format serve export tiny bench bench-quick fuzz soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[export,test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Build the default model (the tiny random-weight one) unless a model folder is already there.
+$(MODEL_DIR)/export.json:
+	$(MAKE) tiny MODEL_DIR=$(MODEL_DIR)
+
+tiny: install
+	$(PY) -m export.tiny --out checkpoints/tiny
+	$(PY) -m export checkpoints/tiny --out $(MODEL_DIR) --dtype fp32 --dtype int8 --force
+
+export: install
+	@test -n "$(MODEL)" -a -n "$(OUT)" || (echo "usage: make export MODEL=<hub id or folder> OUT=models/<name>"; exit 2)
+	$(PY) -m export $(MODEL) --out $(OUT) --dtype fp32 --dtype fp16 --dtype int8
+
+serve: install $(MODEL_DIR)/export.json
+	$(PY) -m runtime serve --functions functions --model microsoft-florence-2-large=$(MODEL_DIR) --host $(HOST) --port $(PORT) --reload
+
+bench: install
+	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
+
+fuzz: install
+	$(PY) -m pytest -q tests/runtime/test_openapi_fuzz.py --fuzz-examples 2000
+
+clean:
+	rm -rf $(VENV) checkpoints build .pytest_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""Every error the runtime can answer with, and the one place where library exceptions become ours.
+
+Each error carries its HTTP status, an OpenAI-style ``type`` and a stable machine ``code``; the HTTP layer turns
+any of them into the one envelope ``{"error": {"message", "type", "code", "param"}}``. Messages say what was
+wrong and how to fix it; they never include secrets or tracebacks.
+
+    RuntimeErrorBase (500 internal_error)
+    ├── InvalidRequest (400 invalid_request)
+    │   ├── SchemaViolation (400 invalid_payload)          payload does not match the request schema
+    │   ├── InvalidTaskInput (400 invalid_task_input)      unknown tag, input on a no-input tag, bad region ...
+    │   ├── InvalidImage (400 invalid_image)               undecodable bytes, bad data: URL, bad base64
+    │   ├── UnsupportedMediaType (415 unsupported_media_type)   image format or content type we do not accept
+    │   ├── UnsupportedUrl (400 unsupported_url)           scheme other than http, https, data
+    │   ├── ForbiddenAddress (400 forbidden_address)       SSRF guard: private, loopback, link-local ...
+    │   ├── ImageFetchFailed (400 image_fetch_failed)      upstream status, DNS failure, too many redirects
+    │   └── StreamNotSupported (400 stream_not_supported)  stream requested for a structured task
+    ├── PayloadTooLarge (413 payload_too_large)            body, data: URL, image bytes or pixels over a limit
+    ├── NotFound (404 not_found)
+    │   ├── ModelNotFound (404 model_not_found)
+    │   └── FunctionNotFound (404 function_not_found)
+    ├── RequestTimeout (408 timeout)                       image fetch or invocation past its deadline
+    ├── Overloaded (429 overloaded)                        queue full; carries Retry-After
+    ├── Unavailable (503 unavailable)                      not ready yet, or draining; carries Retry-After
+    ├── FunctionFailed (500 function_error)                a user function raised or failed to import
+    ├── InferenceFailed (500 inference_error)              the model session raised
+    └── UpstreamTimeout (504 image_fetch_timeout)          the image server did not answer in time
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RuntimeErrorBase(Exception):
+    """Base of every error the runtime answers with. Subclasses set status, type and code."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(RuntimeErrorBase):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class SchemaViolation(InvalidRequest):
+    code = "invalid_payload"
+
+
+class InvalidTaskInput(InvalidRequest):
+    code = "invalid_task_input"
+
+
+class InvalidImage(InvalidRequest):
+    code = "invalid_image"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UnsupportedUrl(InvalidRequest):
+    code = "unsupported_url"
+
+
+class ForbiddenAddress(InvalidRequest):
+    code = "forbidden_address"
+
+
+class ImageFetchFailed(InvalidRequest):
+    code = "image_fetch_failed"
+
+
+class StreamNotSupported(InvalidRequest):
+    code = "stream_not_supported"
+
+
+class PayloadTooLarge(RuntimeErrorBase):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class NotFound(RuntimeErrorBase):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class FunctionNotFound(NotFound):
+    code = "function_not_found"
+
+
+class RequestTimeout(RuntimeErrorBase):
+    status = 408
+    type = "timeout_error"
+    code = "timeout"
+
+
+class Overloaded(RuntimeErrorBase):
+    status = 429
+    type = "overloaded_error"
+    code = "overloaded"
+
+
+class Unavailable(RuntimeErrorBase):
+    status = 503
+    type = "unavailable_error"
+    code = "unavailable"
+
+
+class FunctionFailed(RuntimeErrorBase):
+    code = "function_error"
+
+
+class InferenceFailed(RuntimeErrorBase):
+    code = "inference_error"
+
+
+class UpstreamTimeout(RuntimeErrorBase):
+    status = 504
+    type = "timeout_error"
+    code = "image_fetch_timeout"
