@@ -18,17 +18,22 @@ wrong and how to fix it; they never include secrets or tracebacks.
     ├── NotFound (404 not_found)
     │   ├── ModelNotFound (404 model_not_found)
     │   └── FunctionNotFound (404 function_not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)          a route called with a method it does not take
     ├── RequestTimeout (408 timeout)                       image fetch or invocation past its deadline
     ├── Overloaded (429 overloaded)                        queue full; carries Retry-After
     ├── Unavailable (503 unavailable)                      not ready yet, or draining; carries Retry-After
     ├── FunctionFailed (500 function_error)                a user function raised or failed to import
     ├── InferenceFailed (500 inference_error)              the model session raised
+    ├── ModelLoadFailed (500 model_load_error)             model folder lacks a file, or holds a config we cannot serve
     └── UpstreamTimeout (504 image_fetch_timeout)          the image server did not answer in time
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import binascii
+import json
+import sys
+from typing import Any, ClassVar, Literal
 
 
 class RuntimeErrorBase(Exception):
@@ -112,6 +117,12 @@ class FunctionNotFound(NotFound):
     code = "function_not_found"
 
 
+class MethodNotAllowed(RuntimeErrorBase):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class RequestTimeout(RuntimeErrorBase):
     status = 408
     type = "timeout_error"
@@ -138,7 +149,46 @@ class InferenceFailed(RuntimeErrorBase):
     code = "inference_error"
 
 
+class ModelLoadFailed(RuntimeErrorBase):
+    code = "model_load_error"
+
+
 class UpstreamTimeout(RuntimeErrorBase):
     status = 504
     type = "timeout_error"
     code = "image_fetch_timeout"
+
+
+Stage = Literal["image_fetch", "image_decode", "request_body", "invocation"]
+
+
+def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
+    """Map a library's exception raised during ``stage`` to ours; anything unforeseen is a 500 (our bug).
+
+    Libraries are looked up in ``sys.modules`` instead of imported: if one is not loaded, nothing raised its errors.
+    """
+    if isinstance(exc, RuntimeErrorBase):
+        return exc
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError and aiohttp's timeouts too
+        if stage == "image_fetch":
+            return UpstreamTimeout("the image server did not answer in time; try again or use another URL")
+        return RequestTimeout("the request ran past its time limit")
+    aiohttp = sys.modules.get("aiohttp")
+    if stage == "image_fetch" and aiohttp is not None:
+        if isinstance(exc, aiohttp.InvalidURL):
+            return UnsupportedUrl(f"the image URL is not a valid URL: {exc}")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return ImageFetchFailed(f"the image server answered {exc.status} {exc.message}")
+        if isinstance(exc, aiohttp.ClientError):
+            return ImageFetchFailed(f"could not fetch the image ({type(exc).__name__}: {exc})")
+    pil_image = sys.modules.get("PIL.Image")
+    if pil_image is not None and isinstance(exc, pil_image.DecompressionBombError):
+        return PayloadTooLarge(f"the image has too many pixels: {exc}")
+    if stage == "image_decode":
+        if isinstance(exc, binascii.Error):
+            return InvalidImage(f"the data: URL is not valid base64 ({exc})")
+        if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+            return InvalidImage(f"the image could not be decoded; it is damaged or truncated ({exc})")
+    if stage == "request_body" and isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+        return InvalidRequest(f"the request body is not valid JSON: {exc}")
+    return RuntimeErrorBase("internal error; the server log has the details")

@@ -1,0 +1,76 @@
+"""Payload validation against the request schema, with errors that name the JSON path and what was expected."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import ValidationError
+
+from runtime.errors import InvalidTaskInput, SchemaViolation
+from runtime.florence2 import get_task, split_task
+from runtime.spec import request_schema
+
+# Errors from these keywords say which branch failed less precisely than an error deeper in the document.
+_WEAK = frozenset({"anyOf", "oneOf", "allOf", "if", "then"})
+# Their own wording is more precise than the node's "x-expected".
+_OWN_WORDING = frozenset({"required", "additionalProperties"})
+
+
+class PayloadValidator:
+    def __init__(self, schema: Mapping[str, Any] | None = None) -> None:
+        schema = dict(schema) if schema is not None else request_schema()
+        Draft7Validator.check_schema(schema)
+        # The format checker makes "format": "uri" count; without one jsonschema treats formats as annotations.
+        self._validator = Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+
+    def validate(self, payload: Any) -> None:
+        if not isinstance(payload, Mapping):
+            raise SchemaViolation(f"the payload must be a JSON object with messages, got {_brief(payload)}")
+        errors = list(self._validator.iter_errors(payload))
+        if errors:
+            error = min(errors, key=lambda e: (-len(e.absolute_path), e.validator in _WEAK))
+            raise SchemaViolation(describe(error), param=json_path(error))
+
+
+def json_path(error: ValidationError) -> str:
+    path = error.json_path
+    return path[2:] if path.startswith("$.") else path.replace("$", "payload", 1)
+
+
+def describe(error: ValidationError) -> str:
+    where = json_path(error)
+    if where.endswith(".text") and isinstance(error.instance, str):
+        hint = _task_hint(error.instance)
+        if hint:
+            return f"{where}: {hint}"
+    expected = error.schema.get("x-expected") if isinstance(error.schema, Mapping) else None
+    if expected and error.validator not in _OWN_WORDING:
+        return f"{where}: expected {expected}; got {_brief(error.instance)}"
+    return f"{where}: {_shorten(error.message)}"
+
+
+def _task_hint(text: str) -> str | None:
+    """The task table's own explanation of a bad text part (did-you-mean, region format), when it has one."""
+    if "<PHRASE_GROUNDING>" in text:
+        return f"the phrase grounding tag is <CAPTION_TO_PHRASE_GROUNDING>; got {_brief(text)}"
+    try:
+        tag, text_input = split_task(text)
+        get_task(tag).check_input(text_input)
+    except InvalidTaskInput as exc:
+        return exc.message
+    return None
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shorten(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -1,0 +1,175 @@
+"""``python -m runtime serve | invoke | settings``.
+
+    serve    [--functions DIR] [--model ID[,ID...]=MODEL_DIR ...] [--host H] [--port P] [--reload]
+    invoke   NAME [--data JSON] [--method M] [--path /SUB/PATH] [--functions DIR] [--model ...]
+    settings   print the FLORENCE_* settings table (markdown)
+
+Flags win over FLORENCE_* environment variables, which win over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.config import SETTINGS_DOC, Settings, SettingsError, parse_models
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "settings":
+        print(settings_table())
+        return 0
+    try:
+        settings = _settings(args)
+        _check_models(settings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from runtime.server.logs import configure_logging
+
+    configure_logging(settings.server.log_level)
+    if args.command == "serve":
+        return _serve(settings)
+    return asyncio.run(_invoke(settings, args.name, args.data, args.method, args.path))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__.split("\n", 1)[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--functions", type=Path, help="edge functions folder (FLORENCE_FUNCTIONS_DIR)")
+    common.add_argument(
+        "--model",
+        action="append",
+        metavar="ID[,ID...]=MODEL_DIR",
+        help="a model folder and the ids it answers to; repeatable (FLORENCE_MODELS)",
+    )
+    serve = commands.add_parser("serve", parents=[common], help="serve functions and the OpenAI-compatible API")
+    serve.add_argument("--host", help="address to listen on (FLORENCE_HOST)")
+    serve.add_argument("--port", type=int, help="port (FLORENCE_PORT)")
+    serve.add_argument("--reload", action="store_true", default=None, help="pick up edited functions (FLORENCE_RELOAD)")
+    invoke = commands.add_parser("invoke", parents=[common], help="call one function once and print its response")
+    invoke.add_argument("name", help="function name (functions/<name>.py or functions/<name>/index.py)")
+    invoke.add_argument("--data", help="JSON request body (the request is a POST when given)")
+    invoke.add_argument("--method", help="HTTP method (default: POST with --data, GET without)")
+    invoke.add_argument("--path", default="", help="path under the function, with a query string if any: /sub?x=1")
+    commands.add_parser("settings", help="print the settings table")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    models = parse_models(args.model) if args.model else None
+    server = {"functions_dir": args.functions}
+    if args.command == "serve":
+        server |= {"host": args.host, "port": args.port, "reload": args.reload}
+    return settings.with_overrides(server=server, models=models)
+
+
+def _check_models(settings: Settings) -> None:
+    for spec in settings.models:
+        if not (spec.path / "config.json").is_file():
+            raise SettingsError(
+                f"model folder {spec.path} does not exist or holds no config.json; build the tiny one with "
+                "`make tiny`, or export a checkpoint with `make export MODEL=... OUT=...`"
+            )
+
+
+def _serve(settings: Settings) -> int:
+    from runtime.server.serve import build_server
+    from runtime.server.services import Services
+
+    services = Services(settings)
+    build_server(services).run()
+    return 1 if services.state.load_error else 0
+
+
+async def _invoke(settings: Settings, name: str, data: str | None, method: str | None, path: str) -> int:
+    from starlette.requests import Request
+
+    from runtime.server.errors import as_runtime_error, error_response
+    from runtime.server.services import Services
+
+    if data is not None:
+        try:
+            json.loads(data)
+        except json.JSONDecodeError as exc:
+            print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    services = Services(settings)
+    services.binding.bind_loop(asyncio.get_running_loop())
+    try:
+        await services.load_models()
+        body = (data or "").encode()
+        sub_path, _, query = path.partition("?")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": (method or ("POST" if data is not None else "GET")).upper(),
+            "scheme": "http",
+            "server": ("localhost", 0),
+            "client": ("127.0.0.1", 0),
+            "root_path": "",
+            "path": f"/{name}{sub_path}",
+            "raw_path": f"/{name}{sub_path}".encode(),
+            "query_string": query.encode(),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        request_id = uuid.uuid4().hex
+        try:
+            invocation = await services.runner.invoke(name, Request(scope, receive), request_id)
+            response = invocation.response_then_pending(settings.limits.invocation_timeout_s)
+        except Exception as exc:  # printed as the server would answer it
+            response = error_response(as_runtime_error(exc))
+        status, output = await _render(response, scope)
+        print(f"HTTP {status}", file=sys.stderr)
+        sys.stdout.buffer.write(output)
+        if output and not output.endswith(b"\n"):
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+        return 0 if status < 400 else 1
+    finally:
+        await services.close()
+
+
+async def _render(response: Any, scope: dict[str, Any]) -> tuple[int, bytes]:
+    """Run a Starlette response against an in-memory ASGI send; its background work runs too."""
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # never disconnects
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await response(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+def settings_table() -> str:
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{doc.name}` | `{doc.default}` | {doc.meaning} |" for doc in SETTINGS_DOC]
+    return "\n".join(lines)

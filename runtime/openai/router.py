@@ -1,0 +1,47 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: HTTP in and out, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from runtime.errors import UnsupportedMediaType, translate
+from runtime.openai.serving import OpenAIServing
+from runtime.server.http_metrics import ROUTE_KEY
+
+COMPLETIONS_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def read_json(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"the request body must be application/json, not {content_type!r}")
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise translate(exc, stage="request_body") from None
+
+
+def openai_routes(serving: OpenAIServing) -> list[Route]:
+    async def chat_completions(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = COMPLETIONS_PATH
+        answer = await serving.create_chat_completion(await read_json(request))
+        if isinstance(answer, dict):
+            return JSONResponse(answer)
+        return StreamingResponse(answer, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def models(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = MODELS_PATH
+        return JSONResponse(serving.list_models())
+
+    return [
+        Route(COMPLETIONS_PATH, chat_completions, methods=["POST"]),
+        Route(MODELS_PATH, models, methods=["GET"]),
+    ]

@@ -1,0 +1,75 @@
+"""Chat completions over HTTP: the binding's answer, within the invocation time limit, as JSON or SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from runtime.binding.ai import AIBinding
+from runtime.config import Limits
+from runtime.errors import RequestTimeout, RuntimeErrorBase
+from runtime.openai.protocol import SSE_DONE, model_list, model_of, sse_event
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SETTING = "FLORENCE_INVOCATION_TIMEOUT_S"
+
+
+class OpenAIServing:
+    def __init__(
+        self,
+        binding: AIBinding,
+        limits: Limits,
+        on_stream_error: Callable[[RuntimeErrorBase], None] | None = None,
+    ) -> None:
+        self._binding = binding
+        self._limits = limits
+        self._created = int(time.time())
+        self._on_stream_error = on_stream_error or (lambda error: None)
+
+    def list_models(self) -> dict[str, Any]:
+        return model_list(self._binding.models.models(), self._created)
+
+    async def create_chat_completion(self, body: Any) -> dict[str, Any] | AsyncIterator[bytes]:
+        """A chat.completion dict, or the SSE byte stream of a ``stream: true`` request."""
+        model = model_of(body)
+        deadline = asyncio.get_running_loop().time() + self._limits.invocation_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                answer = await self._binding.run(model, body)
+        except TimeoutError:
+            raise self._timeout() from None
+        if isinstance(answer, dict):
+            return answer
+        return self._sse(answer, deadline)
+
+    async def _sse(self, chunks: AsyncIterator[dict[str, Any]], deadline: float) -> AsyncIterator[bytes]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in chunks:
+                    yield sse_event(chunk)
+            yield SSE_DONE
+        except Exception as exc:  # the status is sent: the error goes in the stream, as OpenAI's does
+            error = self._timeout() if isinstance(exc, TimeoutError) else _runtime_error(exc)
+            self._on_stream_error(error)
+            yield sse_event(error.to_dict())
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _timeout(self) -> RequestTimeout:
+        return RequestTimeout(
+            f"the completion ran past its time limit of {self._limits.invocation_timeout_s:g} s ({TIMEOUT_SETTING}); "
+            "lower max_tokens or num_beams"
+        )
+
+
+def _runtime_error(exc: Exception) -> RuntimeErrorBase:
+    if isinstance(exc, RuntimeErrorBase):
+        return exc
+    log.exception("error while streaming a completion (a bug)")
+    return RuntimeErrorBase("internal error while streaming; the server log has the details")

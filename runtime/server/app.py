@@ -1,0 +1,65 @@
+"""The Starlette app: routes, middleware, and the lifespan that loads models before the server reports ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from runtime.openai import openai_routes
+from runtime.server.admission import AdmissionMiddleware
+from runtime.server.body_limit import BodyLimitMiddleware
+from runtime.server.errors import ErrorEnvelopeMiddleware, make_http_exception_handler
+from runtime.server.http_metrics import HttpMetricsMiddleware
+from runtime.server.request_id import RequestIdMiddleware
+from runtime.server.routes import function_routes, health_routes
+from runtime.server.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(services: Services) -> Starlette:
+    settings = services.settings
+    limits = settings.limits
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services.binding.bind_loop(asyncio.get_running_loop())
+        # Loaded in the background: /healthz answers meanwhile and /readyz says 503 until the models are warm.
+        loading = asyncio.create_task(services.load_models())
+        loading.add_done_callback(_consume_exception)
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await services.close()
+
+    routes = [
+        *openai_routes(services.serving),
+        *health_routes(services.state, services.metrics, limits.retry_after_s),
+        *function_routes(services.runner, limits.invocation_timeout_s),
+    ]
+    # Outermost first: every answer, errors included, carries a request id and is counted.
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(HttpMetricsMiddleware, metrics=services.metrics),
+        Middleware(ErrorEnvelopeMiddleware, metrics=services.metrics),
+        Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, metrics=services.metrics),
+        Middleware(AdmissionMiddleware, limits=limits, state=services.state, metrics=services.metrics),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: make_http_exception_handler(services.metrics)},
+        lifespan=lifespan,
+    )
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # logged by load_models; retrieved here so asyncio does not log it again

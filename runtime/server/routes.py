@@ -1,0 +1,65 @@
+"""Health, readiness, metrics, and the catch-all function routes (``/<name>`` and every path under it)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+from runtime.errors import Unavailable
+from runtime.functions.discovery import RESERVED_NAMES, find_function
+from runtime.functions.runner import FunctionRunner
+from runtime.server.errors import error_response
+from runtime.server.http_metrics import ROUTE_KEY
+from runtime.server.metrics import CONTENT_TYPE, Metrics
+from runtime.server.request_id import request_id_of
+from runtime.server.state import ServerState
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def health_routes(state: ServerState, metrics: Metrics, retry_after_s: float) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/healthz"
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/readyz"
+        if state.accepting:
+            return JSONResponse({"status": "ready"})
+        return error_response(Unavailable(state.not_ready_reason(), retry_after=retry_after_s))
+
+    async def metrics_endpoint(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/metrics"
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+
+def function_routes(runner: FunctionRunner, wait_until_timeout_s: float) -> list[Route]:
+    async def function(request: Request) -> Response:
+        name = request.path_params["name"]
+        if find_function(runner.functions_dir, name) is not None:
+            request.scope[ROUTE_KEY] = f"/{name}"
+        invocation = await runner.invoke(name, request, request_id_of(request))
+        return invocation.response_then_pending(wait_until_timeout_s)
+
+    return [
+        FunctionRoute("/{name}", function, methods=ALL_METHODS),
+        FunctionRoute("/{name}/{rest:path}", function, methods=ALL_METHODS),
+    ]
+
+
+class FunctionRoute(Route):
+    """Never claims the server's own prefixes, so ``GET /v1/chat/completions`` is a 405, not a function call."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and child.get("path_params", {}).get("name") in RESERVED_NAMES:
+            return Match.NONE, {}
+        return match, child

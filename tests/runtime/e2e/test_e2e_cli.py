@@ -1,0 +1,91 @@
+"""``python -m runtime`` as a person runs it: invoke a function once, and serve until SIGTERM drains it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from e2e_support import REPO, ImageServer
+from live_server import Reply, call
+
+MODEL_ID = "microsoft-florence-2-large"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "FLORENCE_IMAGE_ALLOWED_NETWORKS": "127.0.0.0/8", "FLORENCE_MAX_NEW_TOKENS": "8"}
+
+
+def _runtime(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runtime", *args]
+
+
+def test_invoke_a_function_once(tiny_model_dir: Path, e2e_functions: Path, image_server: ImageServer) -> None:
+    common = ["--functions", str(e2e_functions), "--model", f"{MODEL_ID}={tiny_model_dir}"]
+    completed = subprocess.run(
+        _runtime("invoke", "caption", *common, "--path", f"?url={image_server.url}/photo.jpg&max_tokens=4"),
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "HTTP 200" in completed.stderr and "RANDOM WEIGHTS" in completed.stderr
+    body = json.loads(completed.stdout)
+    assert isinstance(body["caption"], str) and body["usage"]["completion_tokens"] <= 4
+    completed = subprocess.run(
+        _runtime("invoke", "echo", *common, "--data", '{"a": [1, 2]}'),
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"method": "POST", "got": {"a": [1, 2]}}
+    completed = subprocess.run(
+        _runtime("invoke", "raising", *common), capture_output=True, text=True, timeout=120, cwd=REPO, env=_env()
+    )
+    assert completed.returncode == 1 and "HTTP 500" in completed.stderr
+    assert json.loads(completed.stdout)["error"]["code"] == "function_error"
+    assert "tok-e2e-secret-value" not in completed.stdout + completed.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_then_sigterm_drains_in_flight_requests(tiny_model_dir: Path, e2e_functions: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    model = f"{MODEL_ID}={tiny_model_dir}"
+    process = subprocess.Popen(
+        _runtime("serve", "--functions", str(e2e_functions), "--model", model, "--port", str(port)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call(url, "GET", "/readyz", timeout_s=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        replies: list[Reply] = []
+        slow = threading.Thread(target=lambda: replies.append(call(url, "GET", "/sleepy")))
+        slow.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        slow.join(30)
+        assert replies and replies[0].status == 200 and replies[0].body == b"slept"
+        # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is that of SIGTERM.
+        assert process.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = process.stdout.read() if process.stdout else ""
+    assert "WITH RANDOM WEIGHTS" in log
+    assert "models and the image fetcher are closed" in log

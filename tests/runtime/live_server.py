@@ -1,0 +1,105 @@
+"""A real uvicorn server in a thread of the test process, on a free loopback port, and a small HTTP client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from runtime.server.app import create_app
+from runtime.server.serve import DrainingServer
+from runtime.server.services import Services
+
+
+class LiveServer:
+    def __init__(self, services: Services, *, wait_ready: bool = True, drain_timeout_s: int = 5) -> None:
+        self.services = services
+        self._wait_ready = wait_ready
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(services),
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=drain_timeout_s,
+            access_log=False,
+        )
+        self.server = DrainingServer(config, services.state)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120.0) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started or (self._wait_ready and not self.services.state.ready):
+            if self.services.state.load_error:
+                raise RuntimeError(f"the models failed to load: {self.services.state.load_error}")
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server did not start in time")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.handle_exit(15, None)  # as SIGTERM does
+        self._thread.join(timeout_s)
+
+    @property
+    def stopped(self) -> bool:
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> dict[str, Any]:
+        return self.json()["error"]
+
+
+def call(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Reply:
+    host_port = base_url.removeprefix("http://")
+    connection = http.client.HTTPConnection(host_port, timeout=timeout_s)
+    send_headers = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        send_headers.setdefault("Content-Type", "application/json")
+    try:
+        chunked = body is not None and not isinstance(body, bytes)  # an iterable: sent with chunked encoding
+        connection.request(method, path, body=body, headers=send_headers, encode_chunked=chunked)
+        response = connection.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()

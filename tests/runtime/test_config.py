@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main, settings_table
+from runtime.config import SETTINGS_DOC, Limits, ModelSpec, Settings, SettingsError, parse_models
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.models == (ModelSpec(ids=("microsoft-florence-2-large",), path=Path("models/tiny")),)
+    assert settings.effective_engine.max_new_tokens == Limits().max_new_tokens
+
+
+def test_environment_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "FLORENCE_PORT": "9000",
+            "FLORENCE_RELOAD": "true",
+            "FLORENCE_MAX_BODY_BYTES": "1_000",
+            "FLORENCE_INVOCATION_TIMEOUT_S": "2.5",
+            "FLORENCE_MAX_NEW_TOKENS": "64",
+            "FLORENCE_IMAGE_ALLOWED_NETWORKS": "127.0.0.0/8, ::1/128",
+            "FLORENCE_MODELS": "a,b=models/x; c=models/y",
+            "FLORENCE_ENGINE_VARIANT": "int8",
+            "FLORENCE_ENGINE_IO_BINDING": "auto",
+            "FLORENCE_ENGINE_BATCH_WAIT_MS": "2",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings.server.port == 9000 and settings.server.reload is True
+    assert settings.limits.max_body_bytes == 1000 and settings.limits.invocation_timeout_s == 2.5
+    assert settings.media.allowed_networks == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert settings.models == (ModelSpec(("a", "b"), Path("models/x")), ModelSpec(("c",), Path("models/y")))
+    assert settings.engine.variant == "int8" and settings.engine.io_binding is None
+    assert settings.engine.batch_wait_ms == 2.0
+    assert settings.effective_engine.max_new_tokens == 64
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FLORENCE_PORT", "70000", "not a TCP port"),
+        ("FLORENCE_MAX_QUEUED", "0", "at least 1"),
+        ("FLORENCE_RELOAD", "maybe", "boolean"),
+        ("FLORENCE_IMAGE_ALLOWED_NETWORKS", "localhost", "not a network"),
+        ("FLORENCE_MODELS", "models/tiny", "ID[,ID...]=MODEL_DIR"),
+        ("FLORENCE_ENGINE_VARIANT", "fp8", "variant must be one of"),
+        ("FLORENCE_ENGINE_TURBO", "1", "unknown engine settings FLORENCE_ENGINE_TURBO"),
+    ],
+)
+def test_bad_values_say_what_is_wrong(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Settings.from_env({name: value})
+
+
+def test_an_id_cannot_point_at_two_folders() -> None:
+    with pytest.raises(SettingsError, match="both"):
+        parse_models(["a=models/x", "a=models/y"])
+
+
+def test_flags_win_over_the_environment() -> None:
+    settings = Settings.from_env({"FLORENCE_PORT": "9000"}).with_overrides(server={"port": 8080, "host": None})
+    assert settings.server.port == 8080 and settings.server.host == "127.0.0.1"
+
+
+def test_settings_table_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == settings_table()
+    for doc in SETTINGS_DOC:
+        assert f"`{doc.name}`" in printed
+
+
+def test_missing_model_folder_is_a_clear_startup_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model", f"x={tmp_path / 'none'}"]) == 2
+    assert "make tiny" in capsys.readouterr().err
