@@ -1,0 +1,7 @@
+"""The Florence-2 engine: ONNX Runtime sessions, generation (greedy, beam, KV cache), micro-batching, ``load()``."""
+
+from runtime.engine.api import Engine, ModelInfo, TaskRequest, TaskResult
+from runtime.engine.model import Florence2Engine, load
+from runtime.engine.settings import EngineSettings
+
+__all__ = ["Engine", "EngineSettings", "Florence2Engine", "ModelInfo", "TaskRequest", "TaskResult", "load"]

@@ -1,0 +1,119 @@
+"""One batch of requests, start to finish, on the calling thread: pixels, encoder, search, decoded results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.engine.api import TaskRequest, TaskResult
+from runtime.engine.decoder import OrtDecoder
+from runtime.engine.encoding import encode
+from runtime.engine.generation import generate
+from runtime.engine.generation_config import GenerationConfig, SearchOptions
+from runtime.engine.search import Search, make_search
+from runtime.engine.sessions import GraphRunner
+from runtime.errors import InferenceFailed, RuntimeErrorBase
+from runtime.florence2 import Florence2Processor
+
+TokenObserver = Callable[[list[int]], None]  # settled generated ids, after each decoder step
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated request: its prompt ids and search options are known, its image not yet preprocessed."""
+
+    request: TaskRequest
+    prompt_ids: tuple[int, ...]
+    options: SearchOptions
+    on_tokens: TokenObserver | None = None
+    cancelled: Callable[[], bool] = field(default=_never)
+
+
+Outcome = TaskResult | RuntimeErrorBase | None  # None: the job was cancelled
+
+
+class Pipeline:
+    def __init__(self, runner: GraphRunner, processor: Florence2Processor, config: GenerationConfig) -> None:
+        self.runner = runner
+        self.processor = processor
+        self.config = config
+
+    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Results in the order of ``jobs``; a job whose image or answer cannot be processed gets its own error."""
+        outcomes: list[Outcome] = [None] * len(jobs)
+        pixels: list[np.ndarray] = []
+        live: list[int] = []
+        started = time.perf_counter()
+        for index, job in enumerate(jobs):
+            if job.cancelled():
+                continue
+            try:
+                pixels.append(self.processor.preprocess([job.request.image])[0])
+            except RuntimeErrorBase as exc:
+                outcomes[index] = exc
+                continue
+            live.append(index)
+        if not live:
+            return outcomes
+        preprocess = time.perf_counter() - started
+        batch = [jobs[i] for i in live]
+        encoded = encode(self.runner, np.stack(pixels), [job.prompt_ids for job in batch], self.processor.pad_id)
+        searches = [make_search(self.config, job.options) for job in batch]
+        decoder = OrtDecoder(self.runner, encoded.hidden_states, encoded.attention_mask)
+        timings = generate(
+            decoder,
+            searches,
+            self.config.decoder_start_token_id,
+            on_step=_observer(batch),
+            cancelled=lambda i: batch[i].cancelled(),
+        )
+        shared = {"preprocess": preprocess, **encoded.timings, **timings}
+        for position, index in enumerate(live):
+            job = batch[position]
+            if job.cancelled():
+                continue
+            outcomes[index] = self._result(job, searches[position], encoded.prompt_tokens[position], shared, len(batch))
+        return outcomes
+
+    def _result(
+        self, job: Job, search: Search, prompt_tokens: int, timings: dict[str, float], batch_size: int
+    ) -> Outcome:
+        token_ids, finish_reason = search.result()
+        text = self.processor.decode(token_ids)
+        task = job.request.task
+        try:
+            parsed = self.processor.post_process(text, task, job.request.image.size)
+        except RuntimeErrorBase as exc:
+            return exc
+        except Exception as exc:  # a parser bug must fail this request only, with the reason logged upstream
+            return InferenceFailed(f"could not parse the answer of {task}: {type(exc).__name__}: {exc}")
+        return TaskResult(
+            task=task,
+            text=text,
+            parsed=parsed,
+            token_ids=tuple(token_ids),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(token_ids),
+            finish_reason=finish_reason,
+            timings=dict(timings),
+            batch_size=batch_size,
+        )
+
+
+def _observer(batch: Sequence[Job]) -> Callable[[int, Search], None] | None:
+    if all(job.on_tokens is None for job in batch):
+        return None
+
+    def observe(index: int, search: Search) -> None:
+        callback = batch[index].on_tokens
+        if callback is not None:
+            callback(search.settled())
+
+    return observe

@@ -1,0 +1,227 @@
+"""ONNX Runtime sessions for the four Florence-2 graphs: provider, threads, variant files, warm IO.
+
+This is the one place where onnxruntime's exceptions become ours (InferenceFailed at run time,
+ModelLoadFailed at load time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.engine.settings import EngineSettings
+from runtime.errors import InferenceFailed, ModelLoadFailed
+
+log = logging.getLogger(__name__)
+
+VISION_ENCODER = "vision_encoder"
+EMBED_TOKENS = "embed_tokens"
+ENCODER = "encoder_model"
+DECODER = "decoder_model_merged"
+GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER)
+
+# File suffixes per variant, as transformers.js names them; int8 also answers to the older "_quantized".
+_SUFFIXES: dict[str, tuple[str, ...]] = {"fp32": ("",), "fp16": ("_fp16",), "int8": ("_int8", "_quantized")}
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_DTYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int | str | None, ...]
+
+
+class GraphRunner(Protocol):
+    """What inference needs from the sessions; tests wrap it to perturb a graph's inputs or outputs."""
+
+    device: str  # "cpu" or "cuda"
+
+    def inputs(self, graph: str) -> Mapping[str, TensorSpec]: ...
+
+    def run(
+        self, graph: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
+
+
+class Graph:
+    """One InferenceSession and the tensors it declares."""
+
+    def __init__(self, name: str, path: Path, variant: str, session: ort.InferenceSession) -> None:
+        self.name = name
+        self.path = path
+        self.variant = variant
+        self.session = session
+        self.inputs = {
+            i.name: TensorSpec(i.name, np.dtype(_DTYPES.get(i.type, np.float32)), tuple(i.shape))
+            for i in session.get_inputs()
+        }
+        self.outputs = tuple(o.name for o in session.get_outputs())
+
+    def prepare(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep the inputs the graph declares, in its dtypes (the exporter may have dropped unused ones)."""
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise InferenceFailed(f"{self.name} needs inputs {missing} that the engine did not provide")
+        return {name: _as_input(feeds[name], spec) for name, spec in self.inputs.items()}
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        try:
+            return self.session.run(list(outputs) if outputs else None, self.prepare(feeds))
+        except InferenceFailed:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / RuntimeException types
+            raise InferenceFailed(f"{self.name} ({self.path.name}) failed: {exc}") from exc
+
+    def run_bound(
+        self,
+        feeds: Mapping[str, Any],
+        host_outputs: Sequence[str],
+        device_outputs: Sequence[str],
+        device: str,
+        device_id: int,
+    ) -> tuple[list[np.ndarray], list[ort.OrtValue]]:
+        """Run with IO binding: ``device_outputs`` stay on ``device`` as OrtValues, ``host_outputs`` come back."""
+        try:
+            binding = self.session.io_binding()
+            for name, value in self.prepare(feeds).items():
+                if isinstance(value, ort.OrtValue):
+                    binding.bind_ortvalue_input(name, value)
+                else:
+                    binding.bind_cpu_input(name, value)
+            for name in host_outputs:
+                binding.bind_output(name, "cpu")
+            for name in device_outputs:
+                binding.bind_output(name, device, device_id)
+            self.session.run_with_iobinding(binding)
+            values = binding.get_outputs()
+        except InferenceFailed:
+            raise
+        except Exception as exc:
+            raise InferenceFailed(f"{self.name} ({self.path.name}) failed: {exc}") from exc
+        n = len(host_outputs)
+        return [v.numpy() for v in values[:n]], list(values[n:])
+
+
+class Sessions:
+    """The four graphs of one model folder, on one execution provider."""
+
+    def __init__(self, graphs: Mapping[str, Graph], providers: tuple[str, ...], device_id: int, io_binding: bool):
+        self.graphs = dict(graphs)
+        self.providers = providers
+        self.device = "cuda" if providers[0] == _CUDA else "cpu"
+        self.device_id = device_id
+        # Only CUDA gains from it; on CPU it can be asked for explicitly (it exercises the same code path).
+        self.io_binding = io_binding
+
+    def graph(self, name: str) -> Graph:
+        return self.graphs[name]
+
+    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
+        return self.graphs[graph].inputs
+
+    def run(
+        self, graph: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        return self.graphs[graph].run(feeds, outputs)
+
+    def variants(self) -> dict[str, str]:
+        return {name: graph.variant for name, graph in self.graphs.items()}
+
+
+def _as_input(value: Any, spec: TensorSpec) -> Any:
+    return value if isinstance(value, ort.OrtValue) else np.ascontiguousarray(value, spec.dtype)
+
+
+def choose_providers(setting: str, device_id: int, available: Sequence[str] | None = None) -> list[Any]:
+    """CUDA when asked or when ``auto`` finds onnxruntime-gpu; CPU always last, as the fallback."""
+    available = list(ort.get_available_providers() if available is None else available)
+    if setting == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [(_CUDA, {"device_id": device_id}), _CPU]
+    if setting == "cuda":
+        raise ModelLoadFailed(
+            "the CUDA execution provider was requested but this onnxruntime build has none "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or set the provider to auto or cpu"
+        )
+    return [_CPU]
+
+
+def graph_file(onnx_dir: Path, graph: str, variant: str) -> tuple[Path, str]:
+    """The file for ``graph`` in ``variant``, or its fp32 file (logged) when the variant is missing."""
+    for suffix in _SUFFIXES[variant]:
+        path = onnx_dir / f"{graph}{suffix}.onnx"
+        if path.exists():
+            return path, variant
+    path = onnx_dir / f"{graph}.onnx"
+    if not path.exists():
+        raise ModelLoadFailed(f"{path} is missing; export the model again (python -m export SOURCE --out DIR)")
+    log.warning("%s has no %s variant in %s; using fp32", graph, variant, onnx_dir)
+    return path, "fp32"
+
+
+def session_options(settings: EngineSettings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = _OPTIMIZATION[settings.graph_optimization]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: exported graphs carry harmless initializer warnings
+    return options
+
+
+def open_sessions(model_dir: Path, settings: EngineSettings) -> Sessions:
+    onnx_dir = model_dir / "onnx"
+    providers = choose_providers(settings.provider, settings.device_id)
+    options = session_options(settings)
+    graphs: dict[str, Graph] = {}
+    for name in GRAPHS:
+        path, variant = graph_file(onnx_dir, name, settings.variant)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise ModelLoadFailed(f"ONNX Runtime cannot load {path}: {exc}; export the model again") from exc
+        graphs[name] = Graph(name, path, variant, session)
+    in_use = tuple(graphs[DECODER].session.get_providers())
+    if settings.provider == "cuda" and in_use[0] != _CUDA:
+        raise ModelLoadFailed(
+            "the CUDA execution provider could not start (no GPU or driver?); set the provider to cpu"
+        )
+    if settings.provider == "auto" and providers[0] != _CPU and in_use[0] != _CUDA:
+        log.warning("onnxruntime-gpu is installed but CUDA could not start; running on CPU")
+    io_binding = settings.io_binding if settings.io_binding is not None else in_use[0] == _CUDA
+    log.info(
+        "%s: execution providers %s (requested %s), intra-op threads %s, inter-op threads %s, "
+        "graph optimization %s, IO binding %s, graphs %s",
+        model_dir.name,
+        ", ".join(in_use),
+        settings.provider,
+        settings.intra_op_threads or "auto",
+        settings.inter_op_threads or "auto",
+        settings.graph_optimization,
+        "on" if io_binding else "off",
+        ", ".join(f"{name}={graph.path.name}" for name, graph in graphs.items()),
+    )
+    return Sessions(graphs, in_use, settings.device_id, io_binding)

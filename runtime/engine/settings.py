@@ -1,0 +1,62 @@
+"""Engine settings, read once (by runtime.config or a caller) into one frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Provider = Literal["auto", "cpu", "cuda"]
+Variant = Literal["fp32", "fp16", "int8"]
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+PROVIDERS: tuple[str, ...] = ("auto", "cpu", "cuda")
+VARIANTS: tuple[str, ...] = ("fp32", "fp16", "int8")
+GRAPH_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How one model is loaded and served.
+
+    ``provider``: ``auto`` takes CUDA when onnxruntime-gpu sees a GPU, CPU otherwise; ``cuda`` insists on it.
+    ``variant``: which graph files to load; a graph without that variant falls back to fp32 (logged).
+    ``intra_op_threads`` / ``inter_op_threads``: 0 lets ONNX Runtime choose (one thread per physical core).
+    ``io_binding``: keep the KV cache on the device between decoder steps; None turns it on with CUDA only.
+    ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
+    ``batch_wait_ms`` bound the micro-batches: a batch closes when it is full or when its first request
+    has waited ``batch_wait_ms``.
+    """
+
+    provider: Provider = "auto"
+    device_id: int = 0
+    variant: Variant = "fp32"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    graph_optimization: GraphOptimization = "all"
+    io_binding: bool | None = None
+    max_new_tokens: int = 1024
+    max_beams: int = 5
+    max_batch_size: int = 8
+    batch_wait_ms: float = 5.0
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.provider not in PROVIDERS:
+            problems.append(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
+        if self.variant not in VARIANTS:
+            problems.append(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
+            problems.append(
+                f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, not {self.graph_optimization!r}"
+            )
+        for name in ("intra_op_threads", "inter_op_threads", "device_id"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        for name in ("max_new_tokens", "max_beams", "max_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.batch_wait_ms < 0:
+            problems.append("batch_wait_ms must be >= 0")
+        if problems:
+            raise ValueError("invalid engine settings: " + "; ".join(problems))

@@ -1,0 +1,34 @@
+"""Fixtures of the engine tests: the tiny exported model, its engine, and transformers as the oracle.
+
+Engines and the oracle are module-scoped (loading is cheap; sharing keeps the runs independent of test order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_cases import every_task_case
+from engine_oracle import Case, Oracle
+
+from runtime.engine import EngineSettings, load
+from runtime.engine.model import Florence2Engine
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Iterator[Florence2Engine]:
+    engine = load(tiny_model_dir, EngineSettings(max_batch_size=16, batch_wait_ms=5))
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def oracle(tiny_checkpoint: Path, engine: Florence2Engine) -> Oracle:
+    return Oracle(tiny_checkpoint, engine.runner)
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[Case]:
+    return every_task_case()

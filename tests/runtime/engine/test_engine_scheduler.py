@@ -1,0 +1,111 @@
+"""The micro-batching scheduler on a fake batch function: bounded size, bounded wait, failure isolation, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from runtime.engine.scheduler import MicroBatcher, Ticket
+from runtime.errors import InferenceFailed, InvalidRequest, Unavailable
+
+
+class Recorder:
+    def __init__(self, fail_on: set[int] | None = None, hold: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on or set()
+        self.hold = hold
+        self.threads: set[str] = set()
+
+    def __call__(self, tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+        self.threads.add(threading.current_thread().name)
+        if self.hold is not None:
+            self.hold.wait(5)
+        items = [t.item for t in tickets]
+        self.batches.append(items)
+        if self.fail_on & set(items):
+            raise RuntimeError("session exploded")
+        return [InvalidRequest(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def batcher(run: Recorder, size: int = 4, wait_ms: float = 50) -> Iterator[MicroBatcher[int, int]]:
+    b: MicroBatcher[int, int] = MicroBatcher(run, max_batch_size=size, batch_wait_s=wait_ms / 1000)
+    yield b
+    b.close(5)
+
+
+async def test_concurrent_runs_are_batched(recorder: Recorder) -> None:
+    for b in batcher(recorder, size=8, wait_ms=200):
+        results = await asyncio.gather(*(b.run(i) for i in range(5)))
+        assert results == [0, 10, 20, 30, 40]
+        assert recorder.batches == [[0, 1, 2, 3, 4]]
+        assert recorder.threads != {threading.current_thread().name}  # off the event loop's thread
+
+
+async def test_batches_are_bounded_in_size(recorder: Recorder) -> None:
+    for b in batcher(recorder, size=4, wait_ms=200):
+        assert await b.run_many(list(range(10))) == [i * 10 for i in range(10)]
+        assert [len(x) for x in recorder.batches] == [4, 4, 2]
+
+
+async def test_wait_is_bounded(recorder: Recorder) -> None:
+    for b in batcher(recorder, size=64, wait_ms=30):
+        started = time.perf_counter()
+        assert await b.run(7) == 70
+        assert time.perf_counter() - started < 1.0
+        assert recorder.batches == [[7]]
+
+
+async def test_a_failing_batch_fails_only_its_requests() -> None:
+    recorder = Recorder(fail_on={3})
+    for b in batcher(recorder, size=8, wait_ms=100):
+        first = await asyncio.gather(*(b.run(i) for i in (1, 2, 3)), return_exceptions=True)
+        assert all(isinstance(e, InferenceFailed) for e in first)
+        assert isinstance(first[0].__cause__, RuntimeError)
+        assert first[0] is not first[1]  # each waiter gets its own error
+        assert await asyncio.gather(*(b.run(i) for i in (4, 5))) == [40, 50]
+
+
+async def test_per_item_errors_stay_with_their_item(recorder: Recorder) -> None:
+    for b in batcher(recorder, size=8, wait_ms=100):
+        results = await asyncio.gather(b.run(1), b.run(-1), b.run(2), return_exceptions=True)
+        assert results[0] == 10 and results[2] == 20
+        assert isinstance(results[1], InvalidRequest)
+
+
+async def test_cancelled_requests_are_dropped_before_their_batch_forms() -> None:
+    hold = threading.Event()
+    recorder = Recorder(hold=hold)
+    for b in batcher(recorder, size=8, wait_ms=50):
+        busy = asyncio.ensure_future(b.run(0))  # occupies the worker until `hold` is set
+        await asyncio.sleep(0.1)
+        gone = asyncio.ensure_future(b.run(1))
+        kept = asyncio.ensure_future(b.run(2))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.sleep(0.05)
+        hold.set()
+        assert await busy == 0 and await kept == 20
+        assert recorder.batches == [[0], [2]]
+
+
+def test_works_from_several_event_loops(recorder: Recorder) -> None:
+    for b in batcher(recorder, size=8, wait_ms=10):
+        assert asyncio.run(b.run(1)) == 10
+        assert asyncio.run(b.run(2)) == 20
+
+
+async def test_closed_batcher_refuses_work(recorder: Recorder) -> None:
+    b: MicroBatcher[int, int] = MicroBatcher(recorder, max_batch_size=2, batch_wait_s=0.01)
+    assert await b.run(1) == 10
+    await asyncio.to_thread(b.close)
+    with pytest.raises(Unavailable):
+        await b.run(2)
