@@ -5,8 +5,11 @@ Set ``FLORENCE_TEST_CACHE=DIR`` to keep them between runs (the folder is reused 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +22,34 @@ def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(env) if env else tmp_path_factory.getbasetemp() / "florence-cache"
 
 
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Serialise builders of one cached artefact (parallel test runs may share FLORENCE_TEST_CACHE)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build_once(out: Path, stamp: str, build: Callable[[Path], object]) -> Path:
+    """Build into a scratch folder and rename it into place, so a reader never sees a half-written artefact."""
+    with _exclusive(out):
+        if not (out / stamp).exists():
+            scratch = out.with_name(out.name + ".partial")
+            shutil.rmtree(scratch, ignore_errors=True)
+            build(scratch)
+            shutil.rmtree(out, ignore_errors=True)
+            scratch.rename(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face-format random-weight Florence-2 checkpoint (``export.tiny --arch tiny``)."""
     from export.tiny import build_checkpoint
 
     out = _cache_root(tmp_path_factory) / f"ckpt-tiny-{TINY_SEED}"
-    if not (out / "model.safetensors").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        build_checkpoint(out, arch="tiny", seed=TINY_SEED)
-    return out
+    return _build_once(out, "model.safetensors", lambda path: build_checkpoint(path, arch="tiny", seed=TINY_SEED))
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +58,8 @@ def tiny_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     from export.exporter import export_model
 
     out = _cache_root(tmp_path_factory) / f"model-tiny-{TINY_SEED}"
-    if not (out / "export.json").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        export_model(str(tiny_checkpoint), out, dtypes=("fp32", "fp16", "int8"), validate=True)
-    return out
+    return _build_once(
+        out,
+        "export.json",
+        lambda path: export_model(str(tiny_checkpoint), path, dtypes=("fp32", "fp16", "int8"), validate=True),
+    )
