@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError, GraphExportFailed, MissingExportExtra
-from export.layout import DECODER, DECODER_WITH_PAST, DTYPES, FINAL_GRAPHS, file_name
+from export.layout import DECODER, DECODER_WITH_PAST, DTYPES, FINAL_GRAPHS, file_name, requires
 from export.source import CheckpointFormat, detect_format, read_config, resolve
 
 log = logging.getLogger("export")
@@ -91,8 +91,10 @@ def _normalise_dtypes(dtypes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise ExportError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
-    # fp32 graphs are the base of every variant and of validation, so they are always written.
-    return tuple(d for d in DTYPES if d in set(dtypes) | {"fp32"})
+    # fp32 graphs are the base of every variant and of validation, so they are always written; a variant that
+    # reads another's files (q4 reads int8's) brings it along. DTYPES order writes those first.
+    wanted = {"fp32", *dtypes, *(r for d in dtypes for r in requires(d))}
+    return tuple(d for d in DTYPES if d in wanted)
 
 
 def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], validate: bool, opset: int) -> dict:

@@ -11,13 +11,28 @@ DECODER = "decoder_model"
 DECODER_WITH_PAST = "decoder_with_past_model"
 
 FINAL_GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER_MERGED)
-DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
-_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8", "q4")
+_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8", "q4": "_q4"}
+# A variant may keep some graphs in another variant's file. q4 (4-bit weight-only MatMulNBits) pays only on the
+# memory-bound decoder step; the compute-bound graphs (vision encoder, encoder) run faster in dynamic int8, so
+# the q4 variant reads their int8 files (the runtime resolves files the same way).
+SHARED_GRAPHS: dict[str, tuple[str, tuple[str, ...]]] = {"q4": ("int8", (VISION_ENCODER, EMBED_TOKENS, ENCODER))}
+
+
+def graph_dtype(graph: str, dtype: str) -> str:
+    """The variant whose file ``graph`` of ``dtype`` is: ``vision_encoder`` of ``q4`` is the int8 file."""
+    base, graphs = SHARED_GRAPHS.get(dtype, (dtype, ()))
+    return base if graph in graphs else dtype
+
+
+def requires(dtype: str) -> tuple[str, ...]:
+    """Variants whose files ``dtype`` reads besides its own (they are written first)."""
+    return (SHARED_GRAPHS[dtype][0],) if dtype in SHARED_GRAPHS else ()
 
 
 def file_name(graph: str, dtype: str) -> str:
-    """``decoder_model_merged`` + ``int8`` -> ``decoder_model_merged_int8.onnx``."""
-    return f"{graph}{_SUFFIX[dtype]}.onnx"
+    """``decoder_model_merged`` + ``int8`` -> ``decoder_model_merged_int8.onnx``; see SHARED_GRAPHS."""
+    return f"{graph}{_SUFFIX[graph_dtype(graph, dtype)]}.onnx"
 
 
 def past_names(layers: int, prefix: str = "past_key_values") -> list[str]:

@@ -27,7 +27,15 @@ DECODER = "decoder_model_merged"
 GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER)
 
 # File suffixes per variant, as transformers.js names them; int8 also answers to the older "_quantized".
-_SUFFIXES: dict[str, tuple[str, ...]] = {"fp32": ("",), "fp16": ("_fp16",), "int8": ("_int8", "_quantized")}
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "fp32": ("",),
+    "fp16": ("_fp16",),
+    "int8": ("_int8", "_quantized"),
+    "q4": ("_q4",),
+}
+# Graphs a variant reads from another variant's files (the exporter's export.layout.SHARED_GRAPHS): 4-bit
+# weight-only pays on the memory-bound decoder step only; the compute-bound graphs run faster in int8.
+_SHARED: dict[str, tuple[str, tuple[str, ...]]] = {"q4": ("int8", (VISION_ENCODER, EMBED_TOKENS, ENCODER))}
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _OPTIMIZATION = {
@@ -171,6 +179,9 @@ def choose_providers(setting: str, device_id: int, available: Sequence[str] | No
 
 def graph_file(onnx_dir: Path, graph: str, variant: str) -> tuple[Path, str]:
     """The file for ``graph`` in ``variant``, or its fp32 file (logged) when the variant is missing."""
+    base, shared = _SHARED.get(variant, (variant, ()))
+    if graph in shared:
+        return graph_file(onnx_dir, graph, base)
     for suffix in _SUFFIXES[variant]:
         path = onnx_dir / f"{graph}{suffix}.onnx"
         if path.exists():

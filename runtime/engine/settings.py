@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 Provider = Literal["auto", "cpu", "cuda"]
-Variant = Literal["fp32", "fp16", "int8"]
+Variant = Literal["fp32", "fp16", "int8", "q4"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 
 PROVIDERS: tuple[str, ...] = ("auto", "cpu", "cuda")
-VARIANTS: tuple[str, ...] = ("fp32", "fp16", "int8")
+VARIANTS: tuple[str, ...] = ("fp32", "fp16", "int8", "q4")
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 
 
@@ -19,7 +19,8 @@ class EngineSettings:
     """How one model is loaded and served.
 
     ``provider``: ``auto`` takes CUDA when onnxruntime-gpu sees a GPU, CPU otherwise; ``cuda`` insists on it.
-    ``variant``: which graph files to load; a graph without that variant falls back to fp32 (logged).
+    ``variant``: which graph files to load; a graph without that variant falls back to fp32 (logged). ``q4``
+    (4-bit weight-only decoder) reads the int8 files of the other graphs by design.
     ``intra_op_threads`` / ``inter_op_threads``: 0 lets ONNX Runtime choose (one thread per physical core).
     ``io_binding``: keep the KV cache on the device between decoder steps; None turns it on with CUDA only.
     ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
