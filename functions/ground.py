@@ -7,12 +7,12 @@
 several places appears once per box.
 """
 
-import base64
 from typing import Any
 
 from starlette.requests import Request
 
 from runtime.errors import InvalidRequest
+from runtime.functions.helpers import chat, generation_options, image_url_of
 
 TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
 
@@ -29,30 +29,3 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
         for label, box in zip(found["labels"], found["bboxes"], strict=True)
     ]
     return {"caption": caption, "phrases": phrases, "usage": answer["usage"]}
-
-
-async def image_url_of(request: Request) -> str:
-    """An uploaded image becomes a data: URL; otherwise ?url= is passed on (the binding fetches it safely)."""
-    if request.method == "POST":
-        body = await request.body()
-        if body:
-            media_type = request.headers.get("content-type", "application/octet-stream")
-            return f"data:{media_type};base64,{base64.b64encode(body).decode()}"
-    url = request.query_params.get("url")
-    if not url:
-        raise InvalidRequest("give an image: ?url=https://... or POST the image bytes", param="url")
-    return url
-
-
-def generation_options(request: Request) -> dict[str, int]:
-    max_tokens = request.query_params.get("max_tokens")
-    if max_tokens is None:
-        return {}
-    if not max_tokens.isdigit():
-        raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens!r}", param="max_tokens")
-    return {"max_tokens": int(max_tokens)}
-
-
-def chat(image_url: str, text: str) -> list[dict[str, Any]]:
-    content = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": text}]
-    return [{"role": "user", "content": content}]

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from runtime.errors import InvalidRequest, UnsupportedMediaType
 from runtime.florence2 import boxes_to_loc_tokens
+from runtime.functions.helpers import chat, generation_options
 
 TASKS = {
     "description": "<REGION_TO_DESCRIPTION>",
@@ -65,17 +66,3 @@ def parse_box(text: str, size: tuple[int, int]) -> list[float]:
             param="box",
         )
     return box
-
-
-def generation_options(request: Request) -> dict[str, int]:
-    max_tokens = request.query_params.get("max_tokens")
-    if max_tokens is None:
-        return {}
-    if not max_tokens.isdigit():
-        raise InvalidRequest(f"max_tokens must be a positive integer, not {max_tokens!r}", param="max_tokens")
-    return {"max_tokens": int(max_tokens)}
-
-
-def chat(image_url: str, text: str) -> list[dict[str, Any]]:
-    content = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": text}]
-    return [{"role": "user", "content": content}]

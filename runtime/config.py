@@ -240,7 +240,10 @@ class SettingDoc:
 ENGINE_MEANINGS: dict[str, str] = {
     "provider": "ONNX Runtime execution provider: `auto` (CUDA when there is one), `cpu` or `cuda`",
     "device_id": "GPU index, with CUDA",
-    "variant": "graph files to load: `fp32`, `fp16` or `int8` (a missing variant falls back to fp32)",
+    "variant": (
+        "graph files to load: `fp32`, `fp16`, `int8` or `q4` (4-bit decoder over the int8 graphs);"
+        " a missing variant falls back to fp32"
+    ),
     "intra_op_threads": "threads inside one operator; 0 lets ONNX Runtime choose",
     "inter_op_threads": "threads across operators; 0 lets ONNX Runtime choose",
     "graph_optimization": "ONNX Runtime graph optimisation: `disable`, `basic`, `extended` or `all`",
