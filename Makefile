@@ -58,8 +58,14 @@ bench: install
 bench-quick: install
 	$(PY) -m bench --quick
 
+# Schemathesis against /openapi.json: 2000 examples per operation on the fake engine, 500 on the tiny model
+# (CI runs 500 and 100 as part of `make test`).
 fuzz: install
-	$(PY) -m pytest -q tests/runtime/test_openapi_fuzz.py --fuzz-examples 2000
+	FUZZ_EXAMPLES=2000 FUZZ_MODEL_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/hardening/test_hardening_fuzz.py
+
+# The overload run at soak size: 100,000 requests on the fake engine, 3000 on the tiny model (CI: 5000 and 300).
+soak: install
+	OVERLOAD_REQUESTS=100000 OVERLOAD_MODEL_REQUESTS=3000 $(PY) -m pytest -q -s -p no:cacheprovider tests/hardening/test_hardening_overload.py
 
 clean:
 	rm -rf $(VENV) checkpoints build .pytest_cache .ruff_cache

@@ -191,4 +191,6 @@ def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
             return InvalidImage(f"the image could not be decoded; it is damaged or truncated ({exc})")
     if stage == "request_body" and isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
         return InvalidRequest(f"the request body is not valid JSON: {exc}")
+    if stage == "request_body" and isinstance(exc, RecursionError):
+        return InvalidRequest("the request body is JSON nested too deeply to read; flatten it")
     return RuntimeErrorBase("internal error; the server log has the details")

@@ -91,7 +91,8 @@ class AIBinding:
         if not isinstance(model_id, str):
             raise InvalidRequest(f"the model must be a string id, got {type(model_id).__name__}", param="model")
         model = self._registry.get(model_id)
-        self._validator.validate(payload)
+        # Off the event loop: a large payload (up to the body limit) takes a while to check.
+        await asyncio.to_thread(self._validator.validate, payload)
         request = read_request(payload, self._limits)
         is_text = model.engine.is_text_task(request.task)
         if request.stream and not is_text:

@@ -60,12 +60,10 @@ def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionReques
 
 
 def _bounded(payload: Mapping[str, Any], names: tuple[str, ...], limit: int, setting: str) -> int | None:
-    for name in names:
-        value = payload.get(name)
-        if value is not None:
-            if value > limit:
-                raise SchemaViolation(
-                    f"{name}: expected at most {limit} (the server's {setting}); got {value}", param=name
-                )
-            return int(value)
-    return None
+    """The first of ``names`` given (they are spellings of one option, preferred first); every one given is
+    checked against ``limit``, so an out-of-range value is refused even where another spelling wins."""
+    values = [(name, payload[name]) for name in names if payload.get(name) is not None]
+    for name, value in values:
+        if value > limit:
+            raise SchemaViolation(f"{name}: expected at most {limit} (the server's {setting}); got {value}", param=name)
+    return int(values[0][1]) if values else None

@@ -9,6 +9,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
+from runtime.binding.bounded_schema import FORMAT_CHECKER, BoundedDraft7Validator
 from runtime.errors import InvalidTaskInput, SchemaViolation
 from runtime.florence2 import get_task, split_task
 from runtime.spec import request_schema
@@ -24,7 +25,7 @@ class PayloadValidator:
         schema = dict(schema) if schema is not None else request_schema()
         Draft7Validator.check_schema(schema)
         # The format checker makes "format": "uri" count; without one jsonschema treats formats as annotations.
-        self._validator = Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+        self._validator = BoundedDraft7Validator(schema, format_checker=FORMAT_CHECKER)
 
     def validate(self, payload: Any) -> None:
         if not isinstance(payload, Mapping):
@@ -48,7 +49,8 @@ def describe(error: ValidationError) -> str:
             return f"{where}: {hint}"
     expected = error.schema.get("x-expected") if isinstance(error.schema, Mapping) else None
     if expected and error.validator not in _OWN_WORDING:
-        return f"{where}: expected {expected}; got {_brief(error.instance)}"
+        why = f" ({error.cause})" if error.validator == "format" and error.cause else ""
+        return f"{where}: expected {expected}; got {_brief(error.instance)}{why}"
     return f"{where}: {_shorten(error.message)}"
 
 
@@ -65,10 +67,15 @@ def _task_hint(text: str) -> str | None:
 
 
 def _brief(value: Any, limit: int = 80) -> str:
+    """The start of ``value`` as JSON; encoded lazily, so a huge value costs no more than a small one."""
+    text = ""
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        for piece in json.JSONEncoder(ensure_ascii=False).iterencode(value):
+            text += piece
+            if len(text) > limit:
+                break
     except (TypeError, ValueError):
-        text = repr(value)
+        text = repr(value)[: limit + 1]
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

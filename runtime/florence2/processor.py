@@ -93,6 +93,16 @@ class Florence2Processor:
     def _encode_prompt(self, task: str, text_input: str | None) -> tuple[int, ...]:
         prompt = get_task(task).render(text_input)
         settings = self.tokenizer.config
+        longest = self.tokenizer.longest_token_bytes
+        if self.max_prompt_tokens is not None and longest is not None:
+            # Tokenizing megabytes takes seconds; a text too long for any tokenization is refused unread.
+            size = len(prompt.encode("utf-8"))
+            if size > self.max_prompt_tokens * longest:
+                raise InvalidTaskInput(
+                    f"the prompt of {task} is {size} bytes long, over the {self.max_prompt_tokens} tokens the model "
+                    f"takes with {self.num_image_tokens} image tokens; shorten the text input",
+                    param="text",
+                )
         ids = self.tokenizer.encode(settings.bos_token + prompt + settings.eos_token)
         if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
             raise InvalidTaskInput(

@@ -6,6 +6,7 @@ keeps them, as ``batch_decode(..., skip_special_tokens=False)`` does; post-proce
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,18 @@ class PromptTokenizer:
         except Exception as exc:  # the tokenizers library raises plain Exception subclasses from Rust
             raise ModelLoadFailed(f"cannot load {tokenizer_json}: {exc}") from exc
         return cls(tokenizer, config)
+
+    @functools.cached_property
+    def longest_token_bytes(self) -> int | None:
+        """No token covers more UTF-8 bytes than this, so a text of n bytes is at least n / this tokens long.
+
+        None when that does not hold: a normalizer or a pre-tokenizer other than byte-level may drop text.
+        """
+        if self._tokenizer.normalizer is not None:
+            return None
+        if not isinstance(self._tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
+            return None
+        return max(len(token.encode("utf-8")) for token in self._tokenizer.get_vocab(with_added_tokens=True))
 
     def token_id(self, token: str) -> int:
         token_id = self._tokenizer.token_to_id(token)

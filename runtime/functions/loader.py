@@ -43,8 +43,16 @@ class ModuleImporter:
         self._ai = ai
         self._lock = threading.Lock()
 
-    def load(self, source: FunctionSource, fingerprint: str, previous: LoadedFunction | None) -> LoadedFunction:
-        """Blocking (runs the module's top level): call it from a worker thread."""
+    def load(self, source: FunctionSource, fingerprint: str, previous_module: str | None) -> LoadedFunction:
+        """Blocking (runs the module's top level): call it from a worker thread. ``previous_module`` is the module
+        name of the version this one replaces (by name only: the thread must not keep the old version alive)."""
+        try:
+            return self._load(source, fingerprint)
+        finally:
+            if previous_module is not None:
+                _forget(previous_module)  # replaced, by the new version or by the failure to load it
+
+    def _load(self, source: FunctionSource, fingerprint: str) -> LoadedFunction:
         try:
             variables = read_env_files(source.env_files)
             args = _read_args(source)
@@ -74,8 +82,6 @@ class ModuleImporter:
         if not callable(fetch):
             _forget(module_name)
             raise FunctionImportError(f"{source.entry.name} defines no fetch(request, env, ctx)")
-        if previous is not None:
-            _forget(previous.module.__name__)
         return LoadedFunction(
             source=source,
             fingerprint=fingerprint,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import traceback
 from collections.abc import Awaitable
@@ -137,11 +138,13 @@ class FunctionRunner:
             cached = self._cache.get(source.name)
             if cached is not None and cached.fingerprint == fingerprint:
                 return self._usable(source.name, cached)
-            previous = cached if isinstance(cached, LoadedFunction) else None
+            reloading = cached is not None
+            previous_module = cached.module.__name__ if isinstance(cached, LoadedFunction) else None
+            del cached  # the cache alone holds the old version now, so that replacing it there frees it
             try:
                 async with asyncio.timeout(self._timeout_s):
                     loaded = await loop.run_in_executor(
-                        self._threads, self._importer.load, source, fingerprint, previous
+                        self._threads, self._importer.load, source, fingerprint, previous_module
                     )
             except TimeoutError:
                 raise RequestTimeout(
@@ -154,10 +157,14 @@ class FunctionRunner:
                 self._cache[source.name] = failure
                 cause = exc.__cause__ or exc
                 log.error("%s\n%s", failure.message, SECRETS.redact("".join(traceback.format_exception(cause))))
+                if previous_module is not None:
+                    _forget_old_versions()
                 raise FunctionFailed(failure.message) from None
-            if cached is not None:
+            if reloading:
                 log.info("function %r reloaded", source.name)
             self._cache[source.name] = loaded
+            if previous_module is not None:
+                _forget_old_versions()
             return loaded
 
     @staticmethod
@@ -169,6 +176,13 @@ class FunctionRunner:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _forget_old_versions() -> None:
+    """Free what a replaced version held (its module state, a cache it filled ...) now, not at some later
+    collection: a module and its functions hold each other (a function's globals are its module's dict), so only
+    the cycle collector can free them. Reloads are rare; a full collection takes milliseconds."""
+    gc.collect()
 
 
 def to_response(name: str, result: Any) -> Response:

@@ -47,7 +47,7 @@ class ImageFetcher:
     async def fetch(self, url: str) -> bytes:
         try:
             async with asyncio.timeout(self._settings.fetch_timeout_s):
-                return await self._follow(URL(url))
+                return await self._follow(parse_url(url))
         except Exception as exc:  # every failure leaves as one of ours
             raise translate(exc, stage="image_fetch") from exc
 
@@ -65,7 +65,7 @@ class ImageFetcher:
                     location = response.headers.get("Location")
                     if not location:
                         raise ImageFetchFailed(f"the image server at {url.host} redirected without a Location")
-                    url = url.join(URL(location))
+                    url = url.join(parse_url(location, redirected_by=url.host))
                     continue
                 if response.status != 200:
                     raise ImageFetchFailed(f"the image server at {url.host} answered {response.status}, expected 200")
@@ -100,3 +100,15 @@ class ImageFetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def parse_url(text: str, *, redirected_by: str | None = None) -> URL:
+    """The URL, with its host and port checked now (yarl checks them lazily): a port past 65535 or a host that
+    is not valid IDNA is a bad URL, not a failure of ours."""
+    try:
+        url = URL(text)
+        _ = (url.host, url.port)
+    except ValueError as exc:  # UnicodeError (IDNA) is a ValueError too
+        where = f"the image server at {redirected_by} redirected to" if redirected_by else "the image URL is"
+        raise UnsupportedUrl(f"{where} an invalid URL ({exc})") from None
+    return url

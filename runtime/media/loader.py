@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from PIL import Image
 
@@ -14,10 +15,20 @@ from runtime.media.fetch import ImageFetcher
 from runtime.media.resolver import Resolver
 
 
+class Fetcher(Protocol):
+    """http(s) URL to bytes; ImageFetcher is the real one (tests substitute one that never dials out)."""
+
+    async def fetch(self, url: str) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
 class ImageLoader:
-    def __init__(self, settings: MediaSettings, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self, settings: MediaSettings, resolver: Resolver | None = None, fetcher: Fetcher | None = None
+    ) -> None:
         self._settings = settings
-        self._fetcher = ImageFetcher(settings, resolver)
+        self._fetcher = fetcher or ImageFetcher(settings, resolver)
 
     async def load(self, url: str, *, param: str | None = None) -> Image.Image:
         """The image at ``url``; errors carry ``param`` (the JSON path of the URL in the request)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -24,8 +25,9 @@ async def read_json(request: Request) -> Any:
         raise UnsupportedMediaType(f"the request body must be application/json, not {content_type!r}")
     body = await request.body()
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Off the event loop: decoding a body of several megabytes takes a while.
+        return await asyncio.to_thread(json.loads, body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise translate(exc, stage="request_body") from None
 
 

@@ -16,7 +16,7 @@ from runtime.server.errors import error_response
 from runtime.server.metrics import Metrics
 from runtime.server.state import ServerState
 
-UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models"})
+UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/openapi.json"})
 
 
 class AdmissionMiddleware:
@@ -35,7 +35,10 @@ class AdmissionMiddleware:
         retry = self.limits.retry_after_s
         if not self.state.accepting:
             error = Unavailable(f"{self.state.not_ready_reason()}; retry shortly", retry_after=retry)
-            await error_response(error, self.metrics)(scope, receive, send)
+            response = error_response(error, self.metrics)
+            if self.state.draining:  # the client should reconnect elsewhere
+                response.headers["Connection"] = "close"
+            await response(scope, receive, send)
             return
         if self._slots.locked() and self._queued >= self.limits.max_queued:
             error = Overloaded(
@@ -45,13 +48,23 @@ class AdmissionMiddleware:
             )
             await error_response(error, self.metrics)(scope, receive, send)
             return
+        self.state.active += 1
+        try:
+            await self._queue_then_run(scope, receive, send)
+        finally:
+            self.state.active -= 1
+
+    async def _queue_then_run(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._queued += 1
         self.metrics.queue_depth.inc()
         try:
             async with asyncio.timeout(self.limits.invocation_timeout_s):
                 await self._slots.acquire()
         except TimeoutError:
-            error = Overloaded("waited too long for a free slot; retry after the Retry-After delay", retry_after=retry)
+            error = Overloaded(
+                "waited too long for a free slot; retry after the Retry-After delay",
+                retry_after=self.limits.retry_after_s,
+            )
             await error_response(error, self.metrics)(scope, receive, send)
             return
         finally:

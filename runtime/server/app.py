@@ -16,6 +16,9 @@ from runtime.server.admission import AdmissionMiddleware
 from runtime.server.body_limit import BodyLimitMiddleware
 from runtime.server.errors import ErrorEnvelopeMiddleware, make_http_exception_handler
 from runtime.server.http_metrics import HttpMetricsMiddleware
+from runtime.server.lifetime import RequestLifetimeMiddleware
+from runtime.server.loop_monitor import watch_event_loop
+from runtime.server.openapi import openapi_route
 from runtime.server.request_id import RequestIdMiddleware
 from runtime.server.routes import function_routes, health_routes
 from runtime.server.services import Services
@@ -33,21 +36,30 @@ def create_app(services: Services) -> Starlette:
         # Loaded in the background: /healthz answers meanwhile and /readyz says 503 until the models are warm.
         loading = asyncio.create_task(services.load_models())
         loading.add_done_callback(_consume_exception)
+        monitor = asyncio.create_task(watch_event_loop(services.metrics))
         try:
             yield
         finally:
             loading.cancel()
+            monitor.cancel()
             await services.close()
 
     routes = [
         *openai_routes(services.serving),
         *health_routes(services.state, services.metrics, limits.retry_after_s),
+        openapi_route(settings),
         *function_routes(services.runner, limits.invocation_timeout_s),
     ]
     # Outermost first: every answer, errors included, carries a request id and is counted.
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=services.metrics),
+        Middleware(
+            RequestLifetimeMiddleware,
+            state=services.state,
+            metrics=services.metrics,
+            retry_after_s=limits.retry_after_s,
+        ),
         Middleware(ErrorEnvelopeMiddleware, metrics=services.metrics),
         Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, metrics=services.metrics),
         Middleware(AdmissionMiddleware, limits=limits, state=services.state, metrics=services.metrics),

@@ -50,7 +50,9 @@ def make_http_exception_handler(metrics: Metrics) -> Callable[[Request, Exceptio
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         else:  # Starlette raises no other HTTPException on its own; a route's 4xx is the caller's, 5xx ours
             error = InvalidRequest(str(exc.detail)) if exc.status_code < 500 else RuntimeErrorBase(str(exc.detail))
-        return error_response(error, metrics)
+        response = error_response(error, metrics)
+        response.headers.update(exc.headers or {})  # Starlette's 405 names the allowed methods in Allow
+        return response
 
     return handler
 

@@ -10,6 +10,7 @@ from runtime.server.metrics import Metrics
 
 ROUTE_KEY = "florence.route"  # set by the endpoint that handled the request
 UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499  # no response: the client left first (nginx's "client closed request")
 
 
 class HttpMetricsMiddleware:
@@ -22,7 +23,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = CLIENT_CLOSED
 
         async def recording_send(message: Message) -> None:
             nonlocal status
@@ -32,6 +33,10 @@ class HttpMetricsMiddleware:
 
         try:
             await self.app(scope, receive, recording_send)
+        except BaseException:
+            if status == CLIENT_CLOSED:
+                status = 500  # uvicorn answers what escapes with a 500
+            raise
         finally:
             route = str(scope.get(ROUTE_KEY, UNMATCHED))
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()

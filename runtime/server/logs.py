@@ -1,9 +1,12 @@
-"""Logging for the server and the CLI: request ids on every line, secrets scrubbed from every record."""
+"""Logging for the server and the CLI: request ids on every line, secrets scrubbed from every record, and from
+whatever functions print to stdout or stderr."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
+from typing import Any, TextIO
 
 from runtime.functions.secrets import SECRETS
 from runtime.server.request_id import current_request_id
@@ -29,7 +32,24 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingStream:
+    """A text stream that writes through to ``stream`` with secrets scrubbed (each write on its own)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(SECRETS.redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, isatty ...
+        return getattr(self.stream, name)
+
+
 def configure_logging(level: str) -> None:
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), RedactingStream):
+            setattr(sys, name, RedactingStream(getattr(sys, name)))
     root = logging.getLogger()
     root.setLevel(level.upper())
     if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):

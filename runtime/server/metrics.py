@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from runtime.binding.registry import RegisteredModel
@@ -10,6 +10,7 @@ from runtime.engine.api import TaskResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -30,6 +31,16 @@ class Metrics:
         self.in_flight = Gauge("florence_requests_in_flight", "Requests holding a concurrency slot", registry=r)
         self.queue_depth = Gauge("florence_requests_queued", "Requests waiting for a concurrency slot", registry=r)
         self.errors = Counter("florence_errors", "Error responses by error code", ["code"], registry=r)
+        self.loop_lag = Histogram(
+            "florence_event_loop_lag_seconds",
+            "How late the event loop woke up for a timer; long stalls mean blocking work on the loop",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
+        self.cancelled = Counter(
+            "florence_requests_cancelled", "Requests cancelled because their client disconnected", registry=r
+        )
         self.completion_tokens = Counter(
             "florence_tokens_generated", "Tokens generated (completion tokens)", ["model"], registry=r
         )

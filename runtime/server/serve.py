@@ -1,12 +1,18 @@
-"""Running the app under uvicorn, with a graceful shutdown: stop accepting, drain, then close the sessions.
+"""Running the app under uvicorn, with a graceful shutdown: drain, stop listening, then close the sessions.
 
-On SIGTERM or SIGINT uvicorn closes its listening sockets and waits up to ``FLORENCE_DRAIN_TIMEOUT_S`` for
-in-flight requests (and their wait_until work); requests still arriving on open connections get 503, and
-/readyz says 503 from the first signal on. Then the lifespan closes the models and the image fetcher.
+On SIGTERM or SIGINT /readyz says 503 at once, and the admitted requests (running or queued, with their
+wait_until work) get up to ``FLORENCE_DRAIN_TIMEOUT_S`` to finish. Meanwhile the listener stays open and every
+new work request is answered 503 with Retry-After and ``Connection: close``, so clients and load balancers learn
+to go elsewhere instead of meeting a refused connection. Once the admitted requests are done (or the deadline is
+reached) uvicorn closes the listener; what still runs at the deadline is cancelled and answered 503
+(runtime.server.lifetime). Then the lifespan closes the models and the image fetcher, and the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
 from types import FrameType
 
 import uvicorn
@@ -15,8 +21,15 @@ from runtime.server.app import create_app
 from runtime.server.services import Services
 from runtime.server.state import ServerState
 
+log = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.05
+
 
 class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before its shutdown; the drain timeout is the config's
+    ``timeout_graceful_shutdown``, shared between the drain and uvicorn's own wait."""
+
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self._state = state
@@ -24,6 +37,19 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._state.draining = True
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._state.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.timeout_graceful_shutdown or 0)
+        if self._state.active:
+            log.info("draining %d admitted requests; new requests are answered 503", self._state.active)
+        # Polled, not awaited on an event: a second signal (force_exit) must end the wait too.
+        while self._state.active and loop.time() < deadline and not self.force_exit:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        # What is left of the drain timeout goes to uvicorn's own wait; then it cancels what still runs.
+        self.config.timeout_graceful_shutdown = max(0, round(deadline - loop.time()))
+        await super().shutdown(sockets)
 
 
 def build_server(services: Services) -> DrainingServer:

@@ -16,7 +16,9 @@ from runtime.engine.api import Engine
 from runtime.engine.settings import EngineSettings
 from runtime.errors import RuntimeErrorBase
 from runtime.functions import FunctionRunner
+from runtime.functions.secrets import register_process_environment
 from runtime.media import ImageLoader
+from runtime.media.loader import Fetcher
 from runtime.media.resolver import Resolver
 from runtime.openai import OpenAIServing
 from runtime.server.metrics import Metrics
@@ -35,13 +37,18 @@ def load_onnx_engine(path: Path, settings: EngineSettings) -> Engine:
 
 class Services:
     def __init__(
-        self, settings: Settings, engine_loader: EngineLoader = load_onnx_engine, resolver: Resolver | None = None
+        self,
+        settings: Settings,
+        engine_loader: EngineLoader = load_onnx_engine,
+        resolver: Resolver | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
+        register_process_environment()
         self.settings = settings
         self.state = ServerState()
         self.metrics = Metrics()
         self.registry = ModelRegistry()
-        self.images = ImageLoader(settings.media, resolver)
+        self.images = ImageLoader(settings.media, resolver, fetcher)
         self.binding = AIBinding(self.registry, self.images, settings.limits, on_result=self.metrics.observe_result)
         self.runner = FunctionRunner(
             settings.server.functions_dir,

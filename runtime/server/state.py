@@ -10,6 +10,7 @@ class ServerState:
     ready: bool = False
     draining: bool = False
     load_error: str | None = None
+    active: int = 0  # work requests admitted and not yet finished (running or waiting for a slot)
 
     @property
     def accepting(self) -> bool:

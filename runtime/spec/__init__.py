@@ -26,8 +26,10 @@ CORRECTIONS: tuple[str, ...] = (
     "tags (the published schema rejected only the eight no-input tags inside it).",
     "Content parts are told apart by `type` (`if`/`then`) instead of `oneOf`, so an error names the failing field "
     "rather than reporting that no branch matched.",
-    "`format: uri` is enforced: the binding validates with a format checker (rfc3986-validator). `data:` URLs are "
-    "valid URIs; the scheme (http, https, data) and the image itself are checked after validation.",
+    "`format: uri` is enforced: the binding validates with a format checker (RFC 3986, in time linear in the "
+    "length: see runtime/binding/bounded_schema.py; URLs over 8192 characters, data: URL payloads aside, are "
+    "refused). `data:` URLs are valid URIs; the scheme (http, https, data) and the image itself are checked after "
+    "validation.",
     "Generation options are declared: `max_tokens` (and its newer name `max_completion_tokens`), `num_beams`, "
     "`stream`, `stream_options.include_usage`, plus `model` for HTTP requests. Their upper bounds are settings "
     "(FLORENCE_MAX_NEW_TOKENS, FLORENCE_MAX_NUM_BEAMS), checked after the schema. Other fields are ignored and "

@@ -1,0 +1,77 @@
+"""``python -m bench --quick`` end to end on the tiny model: every contender, the floors and the HTTP server run,
+and the JSON, markdown and PNG are written with the figures the report promises. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_checkpoint: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-results")
+    command = [
+        sys.executable, "-m", "bench", "--quick",
+        "--checkpoint", str(tiny_checkpoint), "--model-dir", str(tiny_model_dir), "--out", str(out),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "## Targets" in completed.stdout  # the table is printed
+    return out
+
+
+def _one(folder: Path, suffix: str) -> Path:
+    found = list(folder.glob(f"*.{suffix}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_results_json_holds_every_section(quick_run: Path) -> None:
+    results = json.loads(_one(quick_run, "json").read_text())
+    sections = {"date", "settings", "machine", "model", "rates", "contenders", "floors", "server", "targets"}
+    assert sections <= set(results)
+    assert results["rates"]["ort_matmul_gflops"] > 0 and results["rates"]["memory_read_gbps"] > 0
+
+    contenders = results["contenders"]
+    assert {"pytorch-eager", "engine-fp32", "engine-int8"} <= set(contenders)
+    jobs = {"tokens8_beams1", "tokens16_beams1", "tokens8_beams3", "tokens16_beams3"}
+    for name, contender in contenders.items():
+        assert contender["skipped"] is None and not contender["errors"], (name, contender)
+        assert set(contender["summary"]) == jobs
+        assert contender["peak_rss_bytes"] > 0
+        for key, entry in contender["summary"].items():
+            assert entry["new_tokens"] == int(key.removeprefix("tokens").split("_")[0])  # EOS was ignored
+            assert set(entry["stages_s"]) >= {"vision_encoder", "text_encoder", "first_decode", "per_token_decode"}
+            if name != "pytorch-eager":
+                assert entry["ratio_to_reference"]["end_to_end"] > 0
+
+    floors = results["floors"]["tokens8_beams1"]
+    assert set(floors["compute_s"]) == {"vision_encoder", "text_encoder", "first_decode", "per_token_decode"}
+    assert set(floors["decode_bandwidth_s"]) >= {"fp32", "int8"}
+
+    server = results["server"]
+    assert [level["concurrency"] for level in server["levels"]] == [1, 4, 8, 16]
+    for level in server["levels"]:
+        assert level["errors"] == 0 and level["ok"] >= level["concurrency"]
+        assert level["latency_s"]["p95"] > 0 and level["throughput_tokens_per_s"] > 0
+        assert sum(level["batch_sizes"].values()) == level["ok"]  # every request's batch was seen in /metrics
+    assert server["rss"]["peak_bytes"] > 0
+    assert "requests" in server["overhead"]
+
+    names = [target["name"] for target in results["targets"]]
+    assert len(names) == 7
+    assert all(target["met"] in (True, False, None) for target in results["targets"])
+
+
+def test_markdown_and_plot_are_written(quick_run: Path) -> None:
+    markdown = _one(quick_run, "md").read_text()
+    for heading in ("## Targets", "## Side by side", "## Floors", "## HTTP server"):
+        assert heading in markdown
+    assert "engine-int8" in markdown
+    assert _one(quick_run, "png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
