@@ -100,6 +100,10 @@ class AIBinding:
                 f"{request.task} answers with structured data, which is not streamed; send stream: false",
                 param="stream",
             )
+        # A bad prompt is refused before the image is fetched: no network work for a request that cannot run.
+        model.engine.check_task(
+            request.task, request.text_input, max_new_tokens=request.max_new_tokens, num_beams=request.num_beams
+        )
         image = await self._images.load(request.image_url, param=request.image_param)
         task_request = TaskRequest(
             image=image,

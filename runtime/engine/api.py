@@ -58,6 +58,11 @@ class Engine(Protocol):
     def validate(self, request: TaskRequest) -> None:
         """Raise runtime.errors.InvalidTaskInput for a request that cannot run (cheap; before queueing)."""
 
+    def check_task(
+        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
+    ) -> None:
+        """``validate`` without the image: lets callers refuse a bad prompt before fetching the image."""
+
     async def run(self, request: TaskRequest) -> TaskResult: ...
 
     async def run_batch(self, requests: Sequence[TaskRequest]) -> list[TaskResult]: ...

@@ -90,6 +90,12 @@ class Florence2Engine:
     def validate(self, request: TaskRequest) -> None:
         self.prepare(request)
 
+    def check_task(
+        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
+    ) -> None:
+        self.processor.prompt_ids(task, text_input)
+        self._options(max_new_tokens, num_beams)
+
     async def run(self, request: TaskRequest) -> TaskResult:
         return await self._batcher.run(self.prepare(request))
 
@@ -135,8 +141,9 @@ class Florence2Engine:
             if not waiter.done():
                 waiter.cancel()  # the consumer left: the request leaves its batch at the next step
 
-    async def close(self) -> None:
-        await asyncio.to_thread(self._batcher.close)
+    async def close(self, grace_s: float | None = 30.0) -> None:
+        """Finish queued work and stop the worker; a hung session does not hold shutdown past ``grace_s``."""
+        await asyncio.to_thread(self._batcher.close, grace_s)
 
     # Work
 
@@ -161,24 +168,23 @@ class Florence2Engine:
         if not isinstance(request.image, Image.Image):
             raise InvalidImage("the request needs one image (a PIL image)", param="image")
         prompt = self.processor.prompt_ids(request.task, request.text_input)
-        return Job(request, tuple(prompt), self._options(request), on_tokens=on_tokens)
+        options = self._options(request.max_new_tokens, request.num_beams, ignore_eos=request.ignore_eos)
+        return Job(request, tuple(prompt), options, on_tokens=on_tokens)
 
-    def _options(self, request: TaskRequest) -> SearchOptions:
-        max_new = request.max_new_tokens
+    def _options(self, max_new: int | None, beams: int | None, *, ignore_eos: bool = False) -> SearchOptions:
         if max_new is None:
             max_new = min(self.config.default_max_new_tokens, self.max_new_tokens)
         elif not 1 <= max_new <= self.max_new_tokens:
             raise InvalidRequest(
                 f"max_new_tokens must be between 1 and {self.max_new_tokens}, not {max_new}", param="max_new_tokens"
             )
-        beams = request.num_beams
         if beams is None:
             beams = min(self.config.num_beams, self.settings.max_beams)
         elif not 1 <= beams <= self.settings.max_beams:
             raise InvalidRequest(
                 f"num_beams must be between 1 and {self.settings.max_beams}, not {beams}", param="num_beams"
             )
-        return SearchOptions(num_beams=beams, max_length=max_new + 1, ignore_eos=request.ignore_eos)
+        return SearchOptions(num_beams=beams, max_length=max_new + 1, ignore_eos=ignore_eos)
 
     def _run_tickets(self, tickets: Sequence[Ticket[Job, TaskResult]]) -> list[TaskResult | BaseException]:
         batch_started = time.perf_counter()

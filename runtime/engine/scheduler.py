@@ -130,13 +130,14 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         except Exception as exc:
             log.exception("a batch of %d failed", len(batch))
             outcomes = [_failure(exc) for _ in batch]
+        # Observed before any waiter wakes, so a caller that sees its result also sees its batch counted.
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - started)
         for ticket, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 ticket.future.set_exception(outcome)
             else:
                 ticket.future.set_result(outcome)
-        if self._on_batch is not None:
-            self._on_batch(len(batch), time.perf_counter() - started)
 
 
 def _failure(exc: Exception) -> RuntimeErrorBase:

@@ -18,7 +18,6 @@ documented.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 from collections import Counter
@@ -43,7 +42,6 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from runtime.engine.api import TaskRequest, TaskResult
 from runtime.errors import UnsupportedUrl
 from runtime.media.addresses import IPAddress
 from runtime.media.fetch import parse_url
@@ -101,16 +99,6 @@ CHECKS = [
 ]
 
 
-class FakeEngineAtOneToken(FakeEngine):
-    """FakeEngine's detection answer reads a second word, which max_tokens 1 leaves out (an IndexError in
-    fakes.answer); it gets two tokens then. The fake's gap, not the server's."""
-
-    async def run(self, request: TaskRequest) -> TaskResult:
-        if request.max_new_tokens == 1:
-            request = dataclasses.replace(request, max_new_tokens=2)
-        return await super().run(request)
-
-
 class Tally:
     def __init__(self) -> None:
         self.cases: Counter[str] = Counter()
@@ -138,7 +126,7 @@ def _fetcher_double_services(settings_: object, **seams: object) -> Services:
 @pytest.fixture(scope="module")
 def fake_engine_server(hardening_functions: Path) -> Iterator[LiveServer]:
     settings_ = tiny_settings(hardening_functions, Path("/models/fake"), max_new_tokens=MAX_NEW_TOKENS)
-    engine = FakeEngineAtOneToken(max_new_tokens=MAX_NEW_TOKENS)
+    engine = FakeEngine(max_new_tokens=MAX_NEW_TOKENS)
     with LiveServer(_fetcher_double_services(settings_, engine_loader=lambda path, options: engine)) as live:
         yield live
 

@@ -42,8 +42,13 @@ class FakeEngine:
         return get_task(task).is_text
 
     def validate(self, request: TaskRequest) -> None:
-        get_task(request.task).check_input(request.text_input)
-        if request.max_new_tokens is not None and request.max_new_tokens > self.max_new_tokens:
+        self.check_task(request.task, request.text_input, max_new_tokens=request.max_new_tokens)
+
+    def check_task(
+        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
+    ) -> None:
+        get_task(task).check_input(text_input)
+        if max_new_tokens is not None and max_new_tokens > self.max_new_tokens:
             raise InvalidTaskInput(f"max_new_tokens over {self.max_new_tokens}")
 
     async def run(self, request: TaskRequest) -> TaskResult:
@@ -103,7 +108,7 @@ def answer(request: TaskRequest, max_new_tokens: int) -> TaskResult:
             "polygons_labels": [],
         }
     else:
-        parsed = {"bboxes": [[0, 0, w / 2, h], [w / 2, 0, w, h]], "labels": [words[1], "half"]}
+        parsed = {"bboxes": [[0, 0, w / 2, h], [w / 2, 0, w, h]], "labels": [words[min(1, len(words) - 1)], "half"]}
     return TaskResult(
         task=request.task,
         text=" ".join(words),

@@ -1,0 +1,121 @@
+"""The load test's measurements against a stand-in server whose timings are known: per-request model time from a
+``Server-Timing`` header or from a per-stage histogram of /metrics, and batch sizes read from /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bench.server_load import ServerPlan, measure_overhead, run_level
+
+MODEL_MS = 40.0  # what the stand-in says its model took
+OUTSIDE_MS = 15.0  # what it spends besides
+
+
+def _plan(**overrides: object) -> ServerPlan:
+    values: dict[str, object] = {
+        "model_dir": Path("."),
+        "variant": "fp32",
+        "provider": "cpu",
+        "concurrency": (1, 4),
+        "max_tokens": 8,
+        "requests_per_level": 8,
+        "seconds_per_level": 30.0,
+        "overhead_requests": 4,
+        "load_timeout_s": 10.0,
+        "request_timeout_s": 10.0,
+        "weight_bytes": 1,
+    }
+    return ServerPlan(**(values | overrides))  # type: ignore[arg-type]
+
+
+class StandIn:
+    """Answers completions after MODEL_MS + OUTSIDE_MS; reports the model time in a header or in /metrics."""
+
+    def __init__(self, timing: str) -> None:
+        self.timing = timing  # header | metrics | none
+        self.model_seconds = 0.0
+        self.batch_sizes: list[int] = []
+        self.in_flight = 0
+
+    async def completion(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.in_flight += 1
+        self.batch_sizes.append(self.in_flight)
+        await asyncio.sleep((MODEL_MS + OUTSIDE_MS) / 1000)
+        self.in_flight -= 1
+        self.model_seconds += MODEL_MS / 1000
+        headers = {"Server-Timing": f"model;dur={MODEL_MS}, http;dur=1"} if self.timing == "header" else {}
+        usage = {"prompt_tokens": 590, "completion_tokens": body["max_tokens"], "total_tokens": 0}
+        return web.json_response({"usage": usage}, headers=headers)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines = ["# TYPE florence_batch_size histogram"]
+        for le in (1, 2, 4, 8):
+            lines.append(f'florence_batch_size_bucket{{le="{le}.0"}} {sum(b <= le for b in self.batch_sizes)}')
+        lines.append(f'florence_batch_size_bucket{{le="+Inf"}} {len(self.batch_sizes)}')
+        lines += [
+            f"florence_batch_size_count {len(self.batch_sizes)}",
+            f"florence_batch_size_sum {sum(self.batch_sizes)}",
+        ]
+        if self.timing == "metrics":
+            lines += [
+                "# TYPE florence_stage_seconds histogram",
+                f'florence_stage_seconds_bucket{{le="+Inf",stage="vision"}} {len(self.batch_sizes)}',
+                f'florence_stage_seconds_count{{stage="vision"}} {len(self.batch_sizes)}',
+                f'florence_stage_seconds_sum{{stage="vision"}} {self.model_seconds}',
+                f'florence_stage_seconds_bucket{{le="+Inf",stage="queue"}} {len(self.batch_sizes)}',
+                f'florence_stage_seconds_count{{stage="queue"}} {len(self.batch_sizes)}',
+                f'florence_stage_seconds_sum{{stage="queue"}} {100.0 * len(self.batch_sizes)}',
+            ]
+        return web.Response(text="\n".join(lines) + "\n")
+
+
+async def _serve(stand_in: StandIn) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stand_in.completion)
+    app.router.add_get("/metrics", stand_in.metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as session:
+        yield session, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("timing", "source"), [("header", "Server-Timing header"), ("metrics", "/metrics stage seconds")]
+)
+async def test_overhead_is_latency_minus_the_reported_model_time(timing: str, source: str) -> None:
+    async for session, base in _serve(StandIn(timing)):
+        result = await measure_overhead(session, base, "m", _plan())
+    assert result["model_time_source"] == source
+    assert result["requests"] == 4
+    # the stand-in spends OUTSIDE_MS besides the model (sleep overshoot and loopback HTTP add a little)
+    assert OUTSIDE_MS <= result["p50_ms"] < OUTSIDE_MS + 40
+    assert result["latency_p50_ms"] >= MODEL_MS + OUTSIDE_MS
+
+
+async def test_overhead_without_a_model_time_says_so_after_one_request() -> None:
+    async for session, base in _serve(StandIn("none")):
+        result = await measure_overhead(session, base, "m", _plan())
+    assert result["requests"] == 1
+    assert "p50_ms" not in result and "not measured" in result["note"]
+
+
+async def test_a_level_counts_requests_tokens_and_batches() -> None:
+    stand_in = StandIn("none")
+    async for session, base in _serve(stand_in):
+        level = (await run_level(session, base, "m", _plan(requests_per_level=8), clients=4)).to_dict()
+    assert (level["requests"], level["ok"], level["errors"]) == (8, 8, 0)
+    assert level["completion_tokens_mean"] == 8
+    assert level["throughput_tokens_per_s"] == pytest.approx(64 / level["wall_s"])
+    assert sum(level["batch_sizes"].values()) == 8  # the change of the histogram over the level
+    assert level["latency_s"]["p50"] >= (MODEL_MS + OUTSIDE_MS) / 1000
