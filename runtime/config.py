@@ -244,6 +244,7 @@ ENGINE_MEANINGS: dict[str, str] = {
         "graph files to load: `fp32`, `fp16`, `int8` or `q4` (4-bit decoder over the int8 graphs);"
         " a missing variant falls back to fp32"
     ),
+    "vision_batch_size": "images per vision-encoder run; 0: one on a CPU (saves memory, costs no time), all on a GPU",
     "intra_op_threads": "threads inside one operator; 0 lets ONNX Runtime choose",
     "inter_op_threads": "threads across operators; 0 lets ONNX Runtime choose",
     "graph_optimization": "ONNX Runtime graph optimisation: `disable`, `basic`, `extended` or `all`",

@@ -34,10 +34,19 @@ def pad_right(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray
     return ids, mask
 
 
-def encode(runner: GraphRunner, pixel_values: np.ndarray, prompts: Sequence[Sequence[int]], pad_id: int) -> Encoded:
-    """``pixel_values`` [batch, 3, H, W] and one prompt (``<s> ... </s>`` ids) per image."""
+def encode(
+    runner: GraphRunner,
+    pixel_values: np.ndarray,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    vision_batch_size: int | None = None,
+) -> Encoded:
+    """``pixel_values`` [batch, 3, H, W] and one prompt (``<s> ... </s>`` ids) per image.
+
+    The vision encoder sees at most ``vision_batch_size`` images per run (None: all at once).
+    """
     started = time.perf_counter()
-    (features,) = runner.run(VISION_ENCODER, {"pixel_values": pixel_values})
+    features = _image_features(runner, pixel_values, vision_batch_size or len(pixel_values))
     vision_done = time.perf_counter()
     ids, prompt_mask = pad_right(prompts, pad_id)
     (prompt_embeds,) = runner.run(EMBED_TOKENS, {"input_ids": ids})
@@ -52,3 +61,11 @@ def encode(runner: GraphRunner, pixel_values: np.ndarray, prompts: Sequence[Sequ
         prompt_tokens=tuple(image_tokens + len(p) for p in prompts),
         timings={"vision": vision_done - started, "encoder": done - vision_done},
     )
+
+
+def _image_features(runner: GraphRunner, pixel_values: np.ndarray, chunk: int) -> np.ndarray:
+    parts = [
+        runner.run(VISION_ENCODER, {"pixel_values": pixel_values[i : i + chunk]})[0]
+        for i in range(0, len(pixel_values), chunk)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

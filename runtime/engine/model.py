@@ -56,7 +56,7 @@ class Florence2Engine:
         self.processor = processor
         self.config = config
         self.runner = runner
-        self.pipeline = Pipeline(runner, processor, config)
+        self.pipeline = Pipeline(runner, processor, config, _vision_batch_size(settings, runner))
         # The decoder has max_positions learned positions; the last generated token is never fed back.
         self.max_new_tokens = (
             settings.max_new_tokens if max_positions is None else min(settings.max_new_tokens, max_positions)
@@ -191,6 +191,12 @@ class Florence2Engine:
         jobs = [_bind_cancel(ticket) for ticket in tickets]
         outcomes = self.pipeline.run(jobs)
         return [_settle(outcome, ticket, batch_started) for outcome, ticket in zip(outcomes, tickets, strict=True)]
+
+
+def _vision_batch_size(settings: EngineSettings, runner: GraphRunner) -> int | None:
+    if settings.vision_batch_size:
+        return settings.vision_batch_size
+    return 1 if getattr(runner, "device", "cpu") == "cpu" else None
 
 
 def _bind_cancel(ticket: Ticket[Job, TaskResult]) -> Job:

@@ -40,10 +40,17 @@ Outcome = TaskResult | RuntimeErrorBase | None  # None: the job was cancelled
 
 
 class Pipeline:
-    def __init__(self, runner: GraphRunner, processor: Florence2Processor, config: GenerationConfig) -> None:
+    def __init__(
+        self,
+        runner: GraphRunner,
+        processor: Florence2Processor,
+        config: GenerationConfig,
+        vision_batch_size: int | None = None,
+    ) -> None:
         self.runner = runner
         self.processor = processor
         self.config = config
+        self.vision_batch_size = vision_batch_size  # None: every image of a batch in one vision-encoder run
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Results in the order of ``jobs``; a job whose image or answer cannot be processed gets its own error."""
@@ -64,7 +71,13 @@ class Pipeline:
             return outcomes
         preprocess = time.perf_counter() - started
         batch = [jobs[i] for i in live]
-        encoded = encode(self.runner, np.stack(pixels), [job.prompt_ids for job in batch], self.processor.pad_id)
+        encoded = encode(
+            self.runner,
+            np.stack(pixels),
+            [job.prompt_ids for job in batch],
+            self.processor.pad_id,
+            self.vision_batch_size,
+        )
         searches = [make_search(self.config, job.options) for job in batch]
         decoder = OrtDecoder(self.runner, encoded.hidden_states, encoded.attention_mask)
         timings = generate(

@@ -26,6 +26,9 @@ class EngineSettings:
     ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
     ``batch_wait_ms`` bound the micro-batches: a batch closes when it is full or when its first request
     has waited ``batch_wait_ms``.
+    ``vision_batch_size``: images per vision-encoder run; 0 means 1 on a CPU, the whole batch on a GPU. On a CPU
+    the vision encoder is compute-bound, so running a batch's images together saves no time and multiplies the
+    activation memory (a batch of 8 large-model images holds gigabytes); the decoder steps stay batched.
     """
 
     provider: Provider = "auto"
@@ -39,6 +42,7 @@ class EngineSettings:
     max_beams: int = 5
     max_batch_size: int = 8
     batch_wait_ms: float = 5.0
+    vision_batch_size: int = 0
     warmup: bool = True
 
     def __post_init__(self) -> None:
@@ -51,7 +55,7 @@ class EngineSettings:
             problems.append(
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, not {self.graph_optimization!r}"
             )
-        for name in ("intra_op_threads", "inter_op_threads", "device_id"):
+        for name in ("intra_op_threads", "inter_op_threads", "device_id", "vision_batch_size"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         for name in ("max_new_tokens", "max_beams", "max_batch_size"):

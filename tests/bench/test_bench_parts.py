@@ -155,3 +155,14 @@ def test_memory_guard_kills_the_armed_process_only() -> None:
         busy_watch.stop()
         idle.kill()
         idle.wait()
+
+
+def test_a_contender_that_cannot_load_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    from bench.side_by_side import run_rounds
+
+    missing = ContenderSpec("engine-fp32", "engine", tmp_path / "no-such-model")
+    [outcome] = run_rounds(
+        [missing], [Job(2, 1)], 1, tmp_path / "logs", load_timeout_s=60, job_timeout_s=60, progress=lambda _: None
+    )
+    assert outcome.skipped is not None and "no-such-model" in outcome.skipped
+    assert outcome.runs == {} and outcome.peak_rss_bytes is None

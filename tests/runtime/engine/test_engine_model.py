@@ -14,7 +14,7 @@ from engine_cases import noise_image, run_direct
 
 from runtime.engine import EngineSettings, TaskRequest, TaskResult, load
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, GraphRunner, TensorSpec, open_sessions
+from runtime.engine.sessions import DECODER, VISION_ENCODER, GraphRunner, TensorSpec, open_sessions
 from runtime.errors import InferenceFailed, InvalidImage, InvalidRequest, InvalidTaskInput, StreamNotSupported
 
 TOKENS = 12
@@ -152,3 +152,35 @@ def test_info_says_the_weights_are_random(tiny_model_dir: Path, caplog: pytest.L
     assert engine.info.random_weights
     assert engine.info.name == tiny_model_dir.name and engine.info.providers == ("CPUExecutionProvider",)
     assert any("RANDOM WEIGHTS" in r.getMessage() for r in caplog.records)
+
+
+class CountingVision:
+    """The real sessions, recording how many images each vision-encoder run receives."""
+
+    def __init__(self, inner: GraphRunner) -> None:
+        self.inner, self.device, self.vision_batches = inner, inner.device, []
+
+    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
+        return self.inner.inputs(graph)
+
+    def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        if graph == VISION_ENCODER:
+            self.vision_batches.append(len(feeds["pixel_values"]))
+        return self.inner.run(graph, feeds, outputs)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(0, [1, 1, 1]), (2, [2, 1]), (8, [3])])
+def test_vision_batch_size_bounds_images_per_vision_run(
+    tiny_model_dir: Path, engine: Florence2Engine, setting: int, expected: list[int]
+) -> None:
+    runner = CountingVision(engine.runner)
+    settings = EngineSettings(vision_batch_size=setting, warmup=False)
+    chunked = load(tiny_model_dir, settings, runner=runner)
+    try:
+        requests = [caption(1), caption(2, task="<OD>"), caption(3, beams=2)]
+        results = run_direct(chunked, requests)
+        assert runner.vision_batches == expected  # 0 on a CPU: one image per run
+        alone = [run_direct(engine, [r])[0] for r in requests]
+        assert [r.token_ids for r in results] == [a.token_ids for a in alone]
+    finally:
+        asyncio.run(chunked.close())
