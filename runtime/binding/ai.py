@@ -64,7 +64,9 @@ class AIBinding:
     def models(self) -> ModelRegistry:
         return self._registry
 
-    async def run(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    async def run(
+        self, model: str, payload: Mapping[str, Any], *, observe: Callable[[TaskResult], None] | None = None
+    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """A chat.completion dict; with ``"stream": true``, an async iterator of chat.completion.chunk dicts.
 
         Every check (payload, model, image, task input, first engine step) is done before this returns, so a
@@ -73,7 +75,7 @@ class AIBinding:
         prepared = await self.prepare(model, payload)
         if prepared.request.stream:
             return await self._open_stream(prepared)
-        return await self._complete(prepared)
+        return await self._complete(prepared, observe)
 
     def run_sync(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``run`` for sync functions, which run in worker threads (no streaming: iterate ``run`` for that)."""
@@ -115,9 +117,13 @@ class AIBinding:
         model.engine.validate(task_request)
         return PreparedRun(model_id, model, request, task_request, is_text)
 
-    async def _complete(self, prepared: PreparedRun) -> dict[str, Any]:
+    async def _complete(
+        self, prepared: PreparedRun, observe: Callable[[TaskResult], None] | None = None
+    ) -> dict[str, Any]:
         result = await prepared.model.engine.run(prepared.task_request)
         self._on_result(prepared.model, result)
+        if observe is not None:
+            observe(result)
         return completion(CompletionHeader.new(prepared.model_id), result, prepared.is_text)
 
     async def _open_stream(self, prepared: PreparedRun) -> AsyncIterator[dict[str, Any]]:

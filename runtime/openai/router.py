@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from runtime.errors import UnsupportedMediaType, translate
-from runtime.openai.serving import OpenAIServing
+from runtime.openai.serving import OpenAIServing, server_timing
 from runtime.server.http_metrics import ROUTE_KEY
 
 COMPLETIONS_PATH = "/v1/chat/completions"
@@ -34,9 +34,9 @@ async def read_json(request: Request) -> Any:
 def openai_routes(serving: OpenAIServing) -> list[Route]:
     async def chat_completions(request: Request) -> Response:
         request.scope[ROUTE_KEY] = COMPLETIONS_PATH
-        answer = await serving.create_chat_completion(await read_json(request))
+        answer, timings = await serving.create_chat_completion(await read_json(request))
         if isinstance(answer, dict):
-            return JSONResponse(answer)
+            return JSONResponse(answer, headers={"Server-Timing": server_timing(timings)} if timings else None)
         return StreamingResponse(answer, media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def models(request: Request) -> Response:

@@ -33,18 +33,20 @@ class OpenAIServing:
     def list_models(self) -> dict[str, Any]:
         return model_list(self._binding.models.models(), self._created)
 
-    async def create_chat_completion(self, body: Any) -> dict[str, Any] | AsyncIterator[bytes]:
-        """A chat.completion dict, or the SSE byte stream of a ``stream: true`` request."""
+    async def create_chat_completion(self, body: Any) -> tuple[dict[str, Any] | AsyncIterator[bytes], dict[str, float]]:
+        """A chat.completion dict, or the SSE byte stream of a ``stream: true`` request; with the engine's
+        per-stage seconds of a non-streamed answer (for the Server-Timing header)."""
         model = model_of(body)
         deadline = asyncio.get_running_loop().time() + self._limits.invocation_timeout_s
+        timings: dict[str, float] = {}
         try:
             async with asyncio.timeout_at(deadline):
-                answer = await self._binding.run(model, body)
+                answer = await self._binding.run(model, body, observe=lambda result: timings.update(result.timings))
         except TimeoutError:
             raise self._timeout() from None
         if isinstance(answer, dict):
-            return answer
-        return self._sse(answer, deadline)
+            return answer, timings
+        return self._sse(answer, deadline), timings
 
     async def _sse(self, chunks: AsyncIterator[dict[str, Any]], deadline: float) -> AsyncIterator[bytes]:
         try:
@@ -73,3 +75,18 @@ def _runtime_error(exc: Exception) -> RuntimeErrorBase:
         return exc
     log.exception("error while streaming a completion (a bug)")
     return RuntimeErrorBase("internal error while streaming; the server log has the details")
+
+
+# Engine stages reported in Server-Timing; "decode" already includes the first step.
+_STAGES = ("queue", "preprocess", "vision", "encoder", "decode")
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """``Server-Timing`` value (milliseconds): each engine stage, and ``model`` for their sum without the queue.
+
+    A client subtracts ``model`` and ``queue`` from its latency to get the server's own overhead (HTTP, validation,
+    image fetch and decode). Stages of a batched request are the batch's: they are shared by its requests.
+    """
+    present = [(stage, timings[stage]) for stage in _STAGES if stage in timings]
+    model = sum(seconds for stage, seconds in present if stage != "queue")
+    return ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in [*present, ("model", model)])

@@ -11,6 +11,7 @@ import base64
 import io
 import ipaddress
 from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
 
 from PIL import Image
 
@@ -23,6 +24,14 @@ COLOUR_NAMES = {(255, 0, 0): "red", (0, 255, 0): "green", (0, 0, 255): "blue", (
 
 
 class FakeEngine:
+    TIMINGS: ClassVar[dict[str, float]] = {
+        "queue": 0.001,
+        "preprocess": 0.002,
+        "vision": 0.003,
+        "encoder": 0.004,
+        "decode": 0.005,
+    }
+
     def __init__(self, name: str = "fake", *, random_weights: bool = False, max_new_tokens: int = 64) -> None:
         self.info = ModelInfo(
             name=name,
@@ -117,6 +126,7 @@ def answer(request: TaskRequest, max_new_tokens: int) -> TaskResult:
         prompt_tokens=10,
         completion_tokens=len(words),
         finish_reason="length" if truncated else "stop",
+        timings=dict(FakeEngine.TIMINGS),
         batch_size=1,
     )
 

@@ -159,3 +159,7 @@ def test_data_url_image(e2e_server: LiveServer) -> None:
         json_body={**spec_request(data_url(image_bytes())), "max_tokens": 4},
     )
     assert reply.status == 200 and reply.json()["usage"]["completion_tokens"] <= 4
+    stages = dict(item.split(";dur=") for item in reply.headers["server-timing"].split(", "))
+    assert set(stages) == {"queue", "preprocess", "vision", "encoder", "decode", "model"}
+    model_ms = sum(float(stages[s]) for s in ("preprocess", "vision", "encoder", "decode"))
+    assert float(stages["model"]) == pytest.approx(model_ms, abs=0.3) and float(stages["vision"]) > 0

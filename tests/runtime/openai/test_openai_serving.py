@@ -17,6 +17,7 @@ from runtime.errors import InferenceFailed, RequestTimeout, SchemaViolation
 from runtime.media import ImageLoader
 from runtime.openai import OpenAIServing
 from runtime.openai.protocol import SSE_DONE
+from runtime.openai.serving import server_timing
 
 MODEL = "microsoft/Florence-2-large"
 
@@ -56,8 +57,9 @@ async def _events(stream: Any) -> list[Any]:
 
 async def test_json_answer() -> None:
     serving, _ = _serving(FakeEngine())
-    answer = await serving.create_chat_completion({"model": MODEL, **payload()})
+    answer, timings = await serving.create_chat_completion({"model": MODEL, **payload()})
     assert isinstance(answer, dict) and answer["object"] == "chat.completion"
+    assert timings == FakeEngine.TIMINGS
 
 
 async def test_model_field_is_required() -> None:
@@ -69,13 +71,13 @@ async def test_model_field_is_required() -> None:
 
 async def test_stream_ends_with_done() -> None:
     serving, _ = _serving(FakeEngine())
-    events = await _events(await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))
+    events = await _events((await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))[0])
     assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "stop"
 
 
 async def test_error_after_the_stream_started_is_an_error_event() -> None:
     serving, errors = _serving(StallingEngine(InferenceFailed("session raised mid-way")))
-    events = await _events(await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))
+    events = await _events((await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))[0])
     assert [e["choices"][0]["delta"].get("content") for e in events[1:3]] == ["one", " two"]
     assert events[-1] == {
         "error": {"message": "session raised mid-way", "type": "server_error", "code": "inference_error", "param": None}
@@ -85,7 +87,7 @@ async def test_error_after_the_stream_started_is_an_error_event() -> None:
 
 async def test_time_limit_applies_to_the_whole_stream() -> None:
     serving, errors = _serving(StallingEngine(), timeout_s=0.3)
-    events = await _events(await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))
+    events = await _events((await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))[0])
     assert events[-1]["error"]["code"] == "timeout" and errors == ["timeout"]
 
 
@@ -95,3 +97,10 @@ async def test_time_limit_of_a_plain_completion() -> None:
     serving, _ = _serving(engine, timeout_s=0.2)
     with pytest.raises(RequestTimeout, match="FLORENCE_INVOCATION_TIMEOUT_S"):
         await serving.create_chat_completion({"model": MODEL, **payload()})
+
+
+def test_server_timing_reports_each_stage_and_the_model_sum() -> None:
+    timings = {"queue": 0.002, "preprocess": 0.010, "vision": 0.100, "encoder": 0.020, "decode": 0.3005, "x": 9.0}
+    assert server_timing(timings) == (
+        "queue;dur=2.0, preprocess;dur=10.0, vision;dur=100.0, encoder;dur=20.0, decode;dur=300.5, model;dur=430.5"
+    )
