@@ -200,6 +200,7 @@ def session_options(settings: EngineSettings) -> ort.SessionOptions:
     options.graph_optimization_level = _OPTIMIZATION[settings.graph_optimization]
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: exported graphs carry harmless initializer warnings
+    options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepack_weights else "1")
     return options
 
 

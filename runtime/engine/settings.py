@@ -29,6 +29,8 @@ class EngineSettings:
     ``vision_batch_size``: images per vision-encoder run; 0 means 1 on a CPU, the whole batch on a GPU. On a CPU
     the vision encoder is compute-bound, so running a batch's images together saves no time and multiplies the
     activation memory (a batch of 8 large-model images holds gigabytes); the decoder steps stay batched.
+    ``prepack_weights``: ONNX Runtime's CPU MatMul keeps a second, pre-packed copy of each weight matrix. Measured on
+    the large text encoder: 1.7x the file size resident with it, 1.0x without, runs about 5% slower without.
     """
 
     provider: Provider = "auto"
@@ -43,6 +45,7 @@ class EngineSettings:
     max_batch_size: int = 8
     batch_wait_ms: float = 5.0
     vision_batch_size: int = 0
+    prepack_weights: bool = True
     warmup: bool = True
 
     def __post_init__(self) -> None:

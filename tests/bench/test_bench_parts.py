@@ -12,7 +12,7 @@ from bench.contenders import ContenderSpec
 from bench.engine_runner import MissingTiming, stages_from_timings
 from bench.measurement import Measurement
 from bench.prometheus import histograms
-from bench.server_load import model_seconds, percentile
+from bench.server_load import model_seconds, percentile, server_timing
 from bench.side_by_side import ContenderOutcome
 from bench.weights import initializer_bytes
 from bench.workload import Job
@@ -37,12 +37,14 @@ METRICS_AFTER = METRICS_AFTER.replace('_count{model="m"} 3.0', '_count{model="m"
 
 
 def test_model_seconds_from_server_timing() -> None:
-    assert model_seconds("total;dur=250, model;dur=200.5") == pytest.approx(0.2005)
-    assert model_seconds('vision;dur=100;desc="DaViT", encoder;dur=20, decode;dur=30, http;dur=5') == pytest.approx(
-        0.15
-    )
-    assert model_seconds("http;dur=5") is None
-    assert model_seconds(None) is None
+    # the engine's stages, as the server sends them: preprocess and queue are not model time
+    header = "queue;dur=4.0, preprocess;dur=9.0, vision;dur=100, encoder;dur=20, decode;dur=30.5, model;dur=159.5"
+    entries = server_timing(header)
+    assert entries["queue"] == pytest.approx(0.004)
+    assert model_seconds(entries) == pytest.approx(0.1505)
+    assert model_seconds(server_timing('total;dur=250, model;dur=200.5;desc="all"')) == pytest.approx(0.2005)
+    assert model_seconds(server_timing("http;dur=5")) is None
+    assert model_seconds(server_timing(None)) is None
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -13,8 +13,9 @@ from aiohttp import web
 
 from bench.server_load import ServerPlan, measure_overhead, run_level
 
-MODEL_MS = 40.0  # what the stand-in says its model took
-OUTSIDE_MS = 15.0  # what it spends besides
+MODEL_MS = 40.0  # what the stand-in says its model took: vision 30, encoder 5, decode 5
+PREPROCESS_MS = 6.0  # reported, but outside the model
+OUTSIDE_MS = 15.0  # what it spends besides the model, preprocessing included
 
 
 def _plan(**overrides: object) -> ServerPlan:
@@ -50,7 +51,10 @@ class StandIn:
         await asyncio.sleep((MODEL_MS + OUTSIDE_MS) / 1000)
         self.in_flight -= 1
         self.model_seconds += MODEL_MS / 1000
-        headers = {"Server-Timing": f"model;dur={MODEL_MS}, http;dur=1"} if self.timing == "header" else {}
+        timing = f"queue;dur=1, preprocess;dur={PREPROCESS_MS}, vision;dur=30, encoder;dur=5, decode;dur=5"
+        headers = (
+            {"Server-Timing": f"{timing}, model;dur={MODEL_MS + PREPROCESS_MS}"} if self.timing == "header" else {}
+        )
         usage = {"prompt_tokens": 590, "completion_tokens": body["max_tokens"], "total_tokens": 0}
         return web.json_response({"usage": usage}, headers=headers)
 
@@ -101,6 +105,8 @@ async def test_overhead_is_latency_minus_the_reported_model_time(timing: str, so
     # the stand-in spends OUTSIDE_MS besides the model (sleep overshoot and loopback HTTP add a little)
     assert OUTSIDE_MS <= result["p50_ms"] < OUTSIDE_MS + 40
     assert result["latency_p50_ms"] >= MODEL_MS + OUTSIDE_MS
+    if timing == "header":
+        assert result["preprocess_p50_ms"] == PREPROCESS_MS and result["queue_p50_ms"] == 1.0
 
 
 async def test_overhead_without_a_model_time_says_so_after_one_request() -> None:

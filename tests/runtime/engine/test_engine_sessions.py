@@ -48,6 +48,21 @@ def test_thread_and_optimization_settings_reach_the_sessions(tiny_model_dir: Pat
     assert "CPUExecutionProvider" in caplog.text and "graph optimization basic" in caplog.text
 
 
+@pytest.mark.parametrize("prepack", [True, False])
+def test_prepacking_setting_reaches_the_sessions_and_keeps_tokens(
+    tiny_model_dir: Path, engine: Florence2Engine, prepack: bool
+) -> None:
+    sessions = open_sessions(tiny_model_dir, EngineSettings(prepack_weights=prepack))
+    entries = sessions.graph(DECODER).session.get_session_options().get_session_config_entry
+    assert entries("session.disable_prepacking") == ("0" if prepack else "1")
+    other = load(tiny_model_dir, EngineSettings(prepack_weights=prepack, warmup=False), runner=sessions)
+    request = TaskRequest(image=noise_image((96, 80), 5), task="<OD>", max_new_tokens=10, num_beams=1)
+    try:
+        assert run_direct(other, [request])[0].token_ids == run_direct(engine, [request])[0].token_ids
+    finally:
+        asyncio.run(other.close())
+
+
 @pytest.mark.parametrize("variant", ["fp16", "int8"])
 def test_variants_load_and_generate(tiny_model_dir: Path, variant: str) -> None:
     engine = load(tiny_model_dir, EngineSettings(variant=variant, warmup=False))
