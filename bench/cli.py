@@ -1,0 +1,238 @@
+"""``python -m bench``: build or reuse the model, measure the machine, race the contenders, load the server,
+write ``<out>/<date>.json``, ``<out>/<date>.md`` and ``<out>/<date>.png``, and print the table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import artefacts, machine, plot, report, server_load, side_by_side, summary, weights
+from bench.contenders import ContenderSpec
+from bench.flops import ModelShape
+from bench.settings import BenchSettings, from_args
+
+
+def _progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def contender_specs(settings: BenchSettings, available: tuple[str, ...]) -> list[ContenderSpec]:
+    """PyTorch eager first (the reference), then one engine contender per variant to run.
+
+    fp16 runs by default only with a GPU: ONNX Runtime's CPU provider has few fp16 kernels and casts around the
+    rest; name it in ``--variants`` to time it on a CPU anyway."""
+    wanted = settings.variants or tuple(v for v in available if v != "fp16" or settings.provider == "cuda")
+    specs = [ContenderSpec(summary.REFERENCE, "torch", settings.checkpoint, threads=settings.threads)]
+    for variant in wanted:
+        if variant not in available:
+            _progress(f"variant {variant} is not in {settings.model_dir}; skipped")
+            continue
+        specs.append(
+            ContenderSpec(
+                f"engine-{variant}", "engine", settings.model_dir, variant, settings.provider, settings.threads
+            )
+        )
+    return specs
+
+
+def machine_info() -> dict[str, Any]:
+    import numpy
+    import onnxruntime
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "numpy": numpy.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "load_average_start": os.getloadavg(),
+    }
+    try:
+        import torch
+        import transformers
+
+        info |= {"torch": torch.__version__, "transformers": transformers.__version__}
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(settings: BenchSettings) -> dict[str, Any]:
+    started = time.perf_counter()
+    stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    artefacts.ensure_checkpoint(settings.checkpoint, settings.arch, progress=_progress)
+    artefacts.ensure_model(
+        settings.model_dir,
+        settings.checkpoint,
+        settings.export_dtypes,
+        complete=settings.complete_export,
+        progress=_progress,
+    )
+    available = artefacts.variants_in(settings.model_dir)
+    shape = ModelShape.from_configs(
+        artefacts.read_json(settings.model_dir / "config.json"),
+        artefacts.read_json(settings.model_dir / "preprocessor_config.json"),
+    )
+    weight_bytes = {v: weights.variant_weight_bytes(settings.model_dir, v) for v in available}
+    results: dict[str, Any] = {
+        "date": stamp,
+        "settings": settings.to_dict(),
+        "machine": machine_info(),
+        "model": {
+            "arch": settings.arch,
+            "model_dir": str(settings.model_dir),
+            "checkpoint": str(settings.checkpoint),
+            "variants": list(available),
+            "image_tokens": shape.image_tokens(),
+            "weight_bytes": weight_bytes,
+        },
+    }
+
+    probes = [_measure_machine(settings)]
+    floor_by_job: dict[str, summary.Floors] = {}
+    results["contenders"] = {}
+    with tempfile.TemporaryDirectory(prefix="florence-bench-") as scratch:
+        log_dir = Path(scratch)
+        if settings.side_by_side:
+            results["contenders"] = _race(settings, available, log_dir)
+            probes.append(_measure_machine(settings))
+            rates = machine.best_of(probes)
+            decoder_bytes = {v: b["decoder_model_merged"] for v, b in weight_bytes.items()}
+            prompt_tokens = _prompt_tokens(results["contenders"], shape)
+            floor_by_job = {
+                job.key: summary.floors(shape, rates, prompt_tokens, job, decoder_bytes) for job in settings.jobs
+            }
+            results["floors"] = {key: f.to_dict() for key, f in floor_by_job.items()}
+            results["floors_method"] = FLOORS_METHOD
+        if settings.server:
+            served = settings.server_variant or ("fp32" if "fp32" in available else available[0])
+            if served in available:
+                results["server"] = _load_server(settings, served, sum(weight_bytes[served].values()), log_dir)
+            else:
+                results["server"] = {"error": f"the model folder has no {served} variant", "variant": served}
+
+    results["rates"] = machine.best_of(probes).to_dict()
+    results["rate_probes"] = [p.to_dict() for p in probes]
+    server = results.get("server")
+    summaries = {name: c.get("summary", {}) for name, c in results["contenders"].items()}
+    measured_server = server if server and server.get("levels") else None
+    results["targets"] = [
+        t.to_dict() for t in summary.targets(summaries, floor_by_job, settings.headline, measured_server)
+    ]
+    results["machine"]["load_average_end"] = os.getloadavg()
+    results["duration_s"] = time.perf_counter() - started
+    return results
+
+
+FLOORS_METHOD = (
+    "FLOPs counted analytically from config.json (bench/flops.py; matmul-class ops only, equal to torch's "
+    "FlopCounterMode on a random model) over the best fp32 matmul rate measured in this run (probes before and "
+    "after the contenders); decode bandwidth floor: the decoder graph's initializer bytes over the best measured "
+    "read bandwidth"
+)
+
+
+def _measure_machine(settings: BenchSettings) -> machine.MachineRates:
+    _progress("measuring matmul rate and memory bandwidth")
+    providers = ("CUDAExecutionProvider",) if settings.provider == "cuda" else ()
+    rates = machine.measure(settings.memory_probe_mb, providers=providers)
+    _progress(
+        f"matmul {rates.matmul_gflops:.0f} GFLOP/s (ORT {rates.ort_matmul_gflops:.0f}, numpy "
+        f"{rates.numpy_matmul_gflops:.0f}); memory read {rates.memory_read_gbps:.1f} GB/s"
+    )
+    return rates
+
+
+def _race(settings: BenchSettings, available: tuple[str, ...], log_dir: Path) -> dict[str, Any]:
+    """Every contender's raw runs and its summary (medians, ratios to the reference), by name."""
+    outcomes = side_by_side.run_rounds(
+        contender_specs(settings, available),
+        settings.jobs,
+        settings.rounds,
+        log_dir,
+        load_timeout_s=settings.load_timeout_s,
+        job_timeout_s=settings.job_timeout_s,
+        progress=_progress,
+    )
+    reference = next((o for o in outcomes if o.spec.name == summary.REFERENCE), None)
+    contenders = {o.spec.name: o.to_dict() for o in outcomes}
+    for outcome in outcomes:
+        contenders[outcome.spec.name]["summary"] = summary.summarise_contender(outcome, reference)
+    return contenders
+
+
+def _load_server(settings: BenchSettings, variant: str, weight_bytes: int, log_dir: Path) -> dict[str, Any]:
+    plan = server_load.ServerPlan(
+        model_dir=settings.model_dir,
+        variant=variant,
+        provider=settings.provider,
+        concurrency=settings.concurrency,
+        max_tokens=settings.server_tokens,
+        requests_per_level=settings.server_requests,
+        seconds_per_level=settings.server_seconds,
+        overhead_requests=settings.overhead_requests,
+        load_timeout_s=settings.load_timeout_s,
+        request_timeout_s=settings.job_timeout_s,
+        weight_bytes=weight_bytes,
+    )
+    _progress(f"HTTP server ({variant}) under {', '.join(map(str, settings.concurrency))} concurrent clients")
+    return server_load.run(plan, log_dir, _progress)
+
+
+def _prompt_tokens(contenders: dict[str, Any], shape: ModelShape) -> int:
+    """Prompt tokens of the benchmark request (``<s> prompt </s>``), from what a contender's encoder saw."""
+    for contender in contenders.values():
+        for job in contender.get("summary", {}).values():
+            return int(job["prompt_tokens"]) - shape.image_tokens()
+    return 0
+
+
+def write(results: dict[str, Any], out: Path, settings: BenchSettings) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / f"{results['date']}.json",
+        "markdown": out / f"{results['date']}.md",
+        "plot": out / f"{results['date']}.png",
+    }
+    paths["json"].write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    markdown = report.markdown(results, settings.headline)
+    paths["markdown"].write_text(markdown)
+    plot.draw(results, settings.headline, paths["plot"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = from_args(argv)
+    try:
+        results = run(settings)
+    except artefacts.BuildFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    paths = write(results, settings.out, settings)
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""What this machine can do at best, measured in the same run as the contenders: matmul rate and memory bandwidth.
+
+The floors of the report divide a stage's work by these rates, so each rate is the best of several repeats (the
+fastest the machine demonstrated, which makes the floor a lower bound):
+
+- matmul GFLOP/s: fp32 ``A[M,K] @ B[K,N]`` through ONNX Runtime (a one-node MatMul graph, default threads) and
+  through numpy (its BLAS), for shapes the model's linear layers have.
+- memory read GB/s: a numpy sum over an array far larger than the caches, split over one thread per core (numpy
+  releases the GIL in reductions), so that every core's load path is used as the decoder's matmuls use it; and
+  ONNX Runtime's ReduceSum over the same amount of data, which on a GPU measures the GPU's memory.
+
+The ONNX Runtime probes keep every operand in initializers and reduce the result to a scalar, so that no
+host-device copy is timed; graph optimisations are off so that constant folding cannot precompute them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+MATMUL_SHAPES: tuple[tuple[int, int, int], ...] = ((577, 1024, 4096), (2304, 1024, 1024), (1024, 1024, 1024))
+
+
+@dataclass(frozen=True)
+class MachineRates:
+    ort_matmul_gflops: float  # fp32, on the execution provider under test
+    numpy_matmul_gflops: float  # fp32, host BLAS
+    ort_fp16_matmul_gflops: float | None  # measured only where fp16 is a contender (GPU)
+    numpy_memory_read_gbps: float  # host memory, one thread per core
+    ort_memory_read_gbps: float  # memory of the device the provider runs on
+    memory_copy_gbps: float  # host memory, bytes read plus bytes written per second
+    cores: int
+    providers: tuple[str, ...]
+
+    @property
+    def matmul_gflops(self) -> float:
+        """The best fp32 matmul rate measured on the device under test."""
+        if self.on_gpu:
+            return self.ort_matmul_gflops
+        return max(self.ort_matmul_gflops, self.numpy_matmul_gflops)
+
+    @property
+    def memory_read_gbps(self) -> float:
+        """The best read bandwidth measured on the device under test."""
+        if self.on_gpu:
+            return self.ort_memory_read_gbps
+        return max(self.ort_memory_read_gbps, self.numpy_memory_read_gbps)
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(p != "CPUExecutionProvider" for p in self.providers)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "providers"},
+            "providers": list(self.providers),
+            "matmul_gflops": self.matmul_gflops,
+            "memory_read_gbps": self.memory_read_gbps,
+        }
+
+
+def best_of(runs: list[MachineRates]) -> MachineRates:
+    """Each rate at its best over several measurements (e.g. before and after the contenders): on a shared
+    machine a probe that ran while something else did is slow, and a floor must not be."""
+
+    def top(name: str) -> float | None:
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        return max(values) if values else None
+
+    return MachineRates(
+        ort_matmul_gflops=top("ort_matmul_gflops") or 0.0,
+        numpy_matmul_gflops=top("numpy_matmul_gflops") or 0.0,
+        ort_fp16_matmul_gflops=top("ort_fp16_matmul_gflops"),
+        numpy_memory_read_gbps=top("numpy_memory_read_gbps") or 0.0,
+        ort_memory_read_gbps=top("ort_memory_read_gbps") or 0.0,
+        memory_copy_gbps=top("memory_copy_gbps") or 0.0,
+        cores=runs[0].cores,
+        providers=runs[0].providers,
+    )
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # first touch: page faults, thread pools, kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def numpy_matmul_gflops(shapes: tuple[tuple[int, int, int], ...] = MATMUL_SHAPES, repeats: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for m, k, n in shapes:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        best = max(best, 2.0 * m * k * n / _best_seconds(lambda a=a, b=b: a @ b, repeats) / 1e9)
+    return best
+
+
+def _session(nodes: list, output: str, initializers: dict[str, np.ndarray], providers: tuple[str, ...]) -> object:
+    """A session over a graph whose operands are all initializers, so nothing crosses the host-device boundary
+    per run but a scalar; graph optimisations are off so that constant folding cannot precompute the result."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    elem = onnx.helper.np_dtype_to_tensor_dtype(next(iter(initializers.values())).dtype)
+    graph = helper.make_graph(
+        nodes,
+        "probe",
+        [],
+        [helper.make_tensor_value_info(output, elem, [])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=list(providers or ("CPUExecutionProvider",))
+    )
+
+
+def ort_matmul_gflops(
+    shapes: tuple[tuple[int, int, int], ...] = MATMUL_SHAPES,
+    repeats: int = 5,
+    providers: tuple[str, ...] = (),
+    dtype: type = np.float32,
+) -> float:
+    """``sum(A @ B)``: the sum reads M*N values once, a few percent of the matmul's time at these shapes."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for m, k, n in shapes:
+        nodes = [
+            helper.make_node("MatMul", ["a", "b"], ["c"]),
+            helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
+        ]
+        initializers = {
+            "a": rng.standard_normal((m, k)).astype(dtype),
+            "b": rng.standard_normal((k, n)).astype(dtype),
+        }
+        session = _session(nodes, "s", initializers, providers)
+        seconds = _best_seconds(lambda session=session: session.run(None, {}), repeats)
+        best = max(best, 2.0 * m * k * n / seconds / 1e9)
+    return best
+
+
+def ort_memory_read_gbps(megabytes: int = 512, repeats: int = 5, providers: tuple[str, ...] = ()) -> float:
+    """ONNX Runtime's ReduceSum over an initializer: the read bandwidth of the device the provider runs on."""
+    from onnx import helper
+
+    data = np.ones(megabytes * 1024 * 1024 // 4, dtype=np.float32)
+    session = _session([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0)], "s", {"x": data}, providers)
+    return data.nbytes / _best_seconds(lambda: session.run(None, {}), repeats) / 1e9
+
+
+def memory_gbps(megabytes: int = 512, repeats: int = 5) -> tuple[float, float]:
+    """(read GB/s, copy GB/s) over ``megabytes`` of float32, one thread per core."""
+    cores = os.cpu_count() or 1
+    src = np.ones(megabytes * 1024 * 1024 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    src_parts = np.array_split(src, cores)
+    dst_parts = np.array_split(dst, cores)
+    with ThreadPoolExecutor(cores) as pool:
+        read = _best_seconds(lambda: list(pool.map(np.sum, src_parts)), repeats)
+        copy = _best_seconds(lambda: list(pool.map(np.copyto, dst_parts, src_parts)), repeats)
+    return src.nbytes / read / 1e9, 2 * src.nbytes / copy / 1e9
+
+
+def measure(memory_megabytes: int = 512, repeats: int = 5, providers: tuple[str, ...] = ()) -> MachineRates:
+    providers = providers or ("CPUExecutionProvider",)
+    on_gpu = any(p != "CPUExecutionProvider" for p in providers)
+    shapes = (*MATMUL_SHAPES, (4096, 4096, 4096)) if on_gpu else MATMUL_SHAPES  # a GPU needs more work to peak
+    read, copy = memory_gbps(memory_megabytes, repeats)
+    return MachineRates(
+        ort_matmul_gflops=ort_matmul_gflops(shapes, repeats, providers),
+        numpy_matmul_gflops=numpy_matmul_gflops(repeats=repeats),
+        ort_fp16_matmul_gflops=ort_matmul_gflops(shapes, repeats, providers, np.float16) if on_gpu else None,
+        numpy_memory_read_gbps=read,
+        ort_memory_read_gbps=ort_memory_read_gbps(memory_megabytes, repeats, providers),
+        memory_copy_gbps=copy,
+        cores=os.cpu_count() or 1,
+        providers=tuple(providers),
+    )

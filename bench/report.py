@@ -1,0 +1,224 @@
+"""The markdown report: targets first, then the side-by-side table, the floors, the server and the method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.measurement import STAGES
+from bench.summary import REFERENCE
+from bench.workload import IMAGE_SIZE, TASK, Job
+
+STAGE_TITLES = {
+    "preprocess": "preproc",
+    "vision_encoder": "vision",
+    "text_encoder": "text enc",
+    "first_decode": "1st step",
+    "per_token_decode": "per token",
+}
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{1000 * seconds:,.1f}"
+
+
+def _x(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.2f}x"
+
+
+def _mib(count: float | None) -> str:
+    if not count:
+        return "–"
+    mib = count / 2**20
+    return f"{mib:,.0f}" if mib >= 100 else f"{mib:,.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for t in results.get("targets", []):
+        measured = t["measured"]
+        value = "–" if measured is None else (f"{measured:.1f}" if "ms" in t["goal"] else f"{measured:.2f}x")
+        met = {True: "met", False: "not met", None: "not measured"}[t["met"]]
+        rows.append([t["name"], t["goal"], value, met, t.get("note") or ""])
+    return ["## Targets (printed, not asserted)", "", *_table(["target", "goal", "measured", "", "note"], rows)]
+
+
+def _side_by_side(results: dict[str, Any]) -> list[str]:
+    contenders = results.get("contenders", {})
+    if not contenders:
+        return []
+    lines = [
+        "## Side by side",
+        "",
+        f"Same image ({IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG), task `{TASK}`, EOS ignored. Medians over "
+        f"{results['settings']['rounds']} alternating round(s); `x ref` is the median of per-round ratios to "
+        f"{REFERENCE}. Stage times in ms.",
+        "",
+    ]
+    header = ["job", "contender", "end to end", "x ref", *(STAGE_TITLES[s] for s in STAGES), "peak RSS MiB"]
+    rows = []
+    job_keys = [key for c in contenders.values() for key in c.get("summary", {})]
+    for key in dict.fromkeys(job_keys):
+        for name, contender in contenders.items():
+            entry = contender.get("summary", {}).get(key)
+            if entry is None:
+                continue
+            ratio = entry.get("ratio_to_reference", {}).get("end_to_end") if name != REFERENCE else 1.0
+            stages = entry["stages_s"]
+            rows.append(
+                [
+                    key,
+                    name,
+                    _ms(entry["end_to_end_s"]),
+                    _x(ratio),
+                    *(_ms(stages.get(s)) for s in STAGES),
+                    _mib(contender.get("peak_rss_bytes")),
+                ]
+            )
+    lines += _table(header, rows)
+    loaded = [
+        f"{name} ({c['ready'].get('device', '?')}, loaded in {c['ready'].get('load_s', 0):.1f} s)"
+        for name, c in contenders.items()
+        if c.get("ready")
+    ]
+    lines += ["", "Contenders: " + "; ".join(loaded) + "."]
+    problems = [
+        f"- {name}: {contender['skipped'] or '; '.join(contender['errors'])}"
+        for name, contender in contenders.items()
+        if contender.get("skipped") or contender.get("errors")
+    ]
+    if problems:
+        lines += ["", "Problems:", *problems]
+    return lines
+
+
+def _floors(results: dict[str, Any], headline: Job) -> list[str]:
+    floors = results.get("floors", {}).get(headline.key)
+    if not floors:
+        return []
+    rates = results["rates"]
+    contenders = results.get("contenders", {})
+    lines = [
+        f"## Floors ({headline.key})",
+        "",
+        f"Matmul {rates['matmul_gflops']:.0f} GFLOP/s (ONNX Runtime fp32 {rates['ort_matmul_gflops']:.0f}, numpy "
+        f"{rates['numpy_matmul_gflops']:.0f}); memory read {rates['memory_read_gbps']:.1f} GB/s (numpy "
+        f"{rates['numpy_memory_read_gbps']:.1f}, ONNX Runtime {rates['ort_memory_read_gbps']:.1f}). "
+        "Each cell: measured / floor.",
+        "",
+    ]
+    names = [n for n in contenders if contenders[n].get("summary", {}).get(headline.key)]
+    header = ["stage", "GFLOP", "compute floor ms", *names]
+    rows = []
+    for stage in ("vision_encoder", "text_encoder", "first_decode", "per_token_decode"):
+        floor_s = floors["compute_s"][stage]
+        cells = []
+        for name in names:
+            measured = contenders[name]["summary"][headline.key]["stages_s"].get(stage)
+            cells.append(_x(measured / floor_s) if measured else "–")
+        rows.append([stage, f"{floors['flops'][stage] / 1e9:,.2f}", _ms(floor_s), *cells])
+    lines += _table(header, rows)
+    bandwidth = floors["decode_bandwidth_s"]
+    decode_rows = []
+    for name in names:
+        variant = "fp32" if name == REFERENCE else name.removeprefix("engine-")
+        floor_s = bandwidth.get(variant)
+        measured = contenders[name]["summary"][headline.key]["stages_s"].get("per_token_decode")
+        weight = results["model"]["weight_bytes"].get(variant, {}).get("decoder_model_merged")
+        decode_rows.append(
+            [name, _mib(weight), _ms(floor_s), _ms(measured), _x(measured / floor_s if measured and floor_s else None)]
+        )
+    lines += [
+        "",
+        "Per-token decode against the bandwidth floor (decoder weight bytes / read bandwidth):",
+        "",
+        *_table(["contender", "decoder weights MiB", "floor ms", "measured ms", "ratio"], decode_rows),
+    ]
+    return lines
+
+
+def _server(results: dict[str, Any]) -> list[str]:
+    server = results.get("server")
+    if not server:
+        return []
+    lines = [f"## HTTP server ({server.get('variant', '?')}, {server.get('max_tokens', '?')}-token requests)", ""]
+    rss = server.get("rss", {})
+    if "ready_s" in server:
+        lines += [
+            f"Ready in {server['ready_s']:.1f} s. Peak RSS {_mib(rss.get('peak_bytes'))} MiB for "
+            f"{_mib(rss.get('weight_bytes'))} MiB of weights ({_x(rss.get('peak_over_weights'))}).",
+            "",
+        ]
+    rows = []
+    for level in server.get("levels", []):
+        latency = level["latency_s"]
+        rows.append(
+            [
+                str(level["concurrency"]),
+                f"{level['ok']}/{level['requests']}",
+                f"{level['throughput_rps'] or 0:.3f}",
+                f"{level['throughput_tokens_per_s'] or 0:.1f}",
+                f"{level['completion_tokens_mean'] or 0:.0f}",
+                _x(server["scaling"].get(str(level["concurrency"]))),
+                _ms(latency["p50"]),
+                _ms(latency["p95"]),
+                _ms(latency["p99"]),
+                ", ".join(f"{k}:{v}" for k, v in level["batch_sizes"].items()) or "–",
+            ]
+        )
+    if rows:
+        header = ["clients", "ok", "req/s", "tok/s", "tok/req", "x serial", "p50 ms", "p95 ms", "p99 ms"]
+        lines += _table([*header, "batch sizes (le:count)"], rows)
+    overhead = server.get("overhead") or {}
+    if "p50_ms" in overhead:
+        lines += [
+            "",
+            f"Server overhead (max_tokens=1, {overhead['requests']} sequential requests, model time from "
+            f"{overhead['model_time_source']}): p50 {overhead['p50_ms']:.1f} ms, p95 {overhead['p95_ms']:.1f} ms"
+            + _parts(overhead)
+            + ".",
+        ]
+    elif overhead:
+        lines += ["", f"Server overhead: {overhead.get('note') or overhead.get('error')}"]
+    errors = [lv["first_error"] for lv in server.get("levels", []) if lv.get("first_error")]
+    if errors:
+        lines += ["", "First errors: " + "; ".join(errors)]
+    if server.get("error"):
+        lines += ["", f"The load test stopped early: {server['error']}"]
+    return lines
+
+
+def _parts(overhead: dict[str, Any]) -> str:
+    parts = [f"{p} p50 {overhead[f'{p}_p50_ms']:.1f} ms" for p in ("preprocess", "queue") if f"{p}_p50_ms" in overhead]
+    return f" ({', '.join(parts)}, included)" if parts else ""
+
+
+def markdown(results: dict[str, Any], headline: Job) -> str:
+    m = results["machine"]
+    model = results["model"]
+    lines = [
+        f"# Benchmark {results['date']}",
+        "",
+        f"{model['arch']} architecture, random weights ({model['model_dir']}: {', '.join(model['variants'])}); "
+        f"{m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m.get('torch', '–')}, "
+        f"transformers {m.get('transformers', '–')}. Load average {m['load_average_start'][0]:.2f} at start, "
+        f"{m.get('load_average_end', [0])[0]:.2f} at end: absolute times drift on a shared machine, ratios hold. "
+        f"Run took {results.get('duration_s', 0) / 60:.1f} min.",
+        "",
+        *_targets(results),
+        "",
+        *_side_by_side(results),
+        "",
+        *_floors(results, headline),
+        "",
+        *_server(results),
+        "",
+    ]
+    if results.get("floors_method"):
+        lines += ["Method: " + results["floors_method"] + ".", ""]
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""From raw measurements to the figures of the report: medians, side-by-side ratios, floors and targets.
+
+Ratios are taken per round (both sides measured minutes apart on the same machine state) and the median of the
+rounds is reported; absolute medians are given beside them for scale, not for comparison across runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.flops import ModelShape, stage_flops
+from bench.machine import MachineRates
+from bench.measurement import STAGES, Measurement
+from bench.side_by_side import ContenderOutcome
+from bench.workload import Job
+
+REFERENCE = "pytorch-eager"
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarise_contender(outcome: ContenderOutcome, reference: ContenderOutcome | None) -> dict[str, Any]:
+    """Per job: median end to end and stages, and the median of the per-round ratios to the reference."""
+    summary: dict[str, Any] = {}
+    for key, runs in outcome.runs.items():
+        done = [m for m in runs if m is not None]
+        if not done:
+            continue
+        stages = {s: median([m.stages[s] for m in done if s in m.stages]) for s in STAGES}
+        entry: dict[str, Any] = {
+            "end_to_end_s": median([m.end_to_end for m in done]),
+            "stages_s": {s: v for s, v in stages.items() if v is not None},
+            "new_tokens": done[0].new_tokens,
+            "prompt_tokens": done[0].prompt_tokens,
+            "rounds": len(done),
+        }
+        if reference is not None and reference is not outcome:
+            entry["ratio_to_reference"] = _round_ratios(runs, reference.runs.get(key, []))
+        summary[key] = entry
+    return summary
+
+
+def _round_ratios(ours: Sequence[Measurement | None], theirs: Sequence[Measurement | None]) -> dict[str, Any]:
+    """Median over rounds of ours/theirs, for end to end and each stage both reported."""
+    pairs = [(a, b) for a, b in zip(ours, theirs, strict=False) if a is not None and b is not None]
+    if not pairs:
+        return {}
+    ratios: dict[str, Any] = {"end_to_end": median([a.end_to_end / b.end_to_end for a, b in pairs])}
+    ratios["end_to_end_rounds"] = [a.end_to_end / b.end_to_end for a, b in pairs]
+    for stage in STAGES:
+        values = [a.stages[stage] / b.stages[stage] for a, b in pairs if stage in a.stages and b.stages.get(stage)]
+        if values:
+            ratios[stage] = median(values)
+    return ratios
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The least time each stage can take here: work over the best measured rate (compute), and for decode
+    steps also the decoder's weight bytes over the best measured read bandwidth (memory)."""
+
+    flops: dict[str, float]
+    compute_s: dict[str, float]
+    decode_bandwidth_s: dict[str, float]  # variant -> seconds per decode step, reading every weight once
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flops": self.flops, "compute_s": self.compute_s, "decode_bandwidth_s": self.decode_bandwidth_s}
+
+
+def floors(
+    shape: ModelShape, rates: MachineRates, prompt_tokens: int, job: Job, decoder_bytes: dict[str, int]
+) -> Floors:
+    work = stage_flops(shape, prompt_tokens, job.max_new_tokens, batch=job.num_beams)
+    rate = rates.matmul_gflops * 1e9
+    return Floors(
+        flops=work,
+        compute_s={stage: flops / rate for stage, flops in work.items()},
+        decode_bandwidth_s={v: b / (rates.memory_read_gbps * 1e9) for v, b in decoder_bytes.items()},
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str  # human-readable, e.g. "<= 0.45x"
+    measured: float | None
+    limit: float
+    lower_is_better: bool = True
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.measured is None:
+            return None
+        return self.measured <= self.limit if self.lower_is_better else self.measured >= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "goal": self.goal,
+            "measured": self.measured,
+            "limit": self.limit,
+            "met": self.met,
+            "note": self.note,
+        }
+
+
+def _get(mapping: dict[str, Any] | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, dict) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def targets(
+    contenders: dict[str, dict[str, Any]],
+    floor_by_job: dict[str, Floors],
+    headline: Job,
+    server: dict[str, Any] | None,
+) -> list[Target]:
+    """The issue's targets, evaluated on what was measured. ``contenders`` maps name -> summary by job."""
+    key = headline.key
+    fp32 = contenders.get("engine-fp32", {})
+    ratios = {
+        name: _get(summary, key, "ratio_to_reference", "end_to_end")
+        for name, summary in contenders.items()
+        if name.startswith("engine-")
+    }
+    measured = {name: r for name, r in ratios.items() if r is not None}
+    best_name = min(measured, key=measured.__getitem__) if measured else None
+    floor = floor_by_job.get(key)
+    vision = _get(fp32, key, "stages_s", "vision_encoder")
+    per_token = _get(fp32, key, "stages_s", "per_token_decode")
+    vision_floor = floor.compute_s["vision_encoder"] if floor else None
+    decode_floor = floor.decode_bandwidth_s.get("fp32") if floor else None
+    result = [
+        Target(
+            f"end to end, {headline.max_new_tokens} tokens, batch 1: engine fp32 / PyTorch eager",
+            "<= 0.45x",
+            ratios.get("engine-fp32"),
+            0.45,
+        ),
+        Target(
+            f"end to end, {headline.max_new_tokens} tokens, batch 1: best variant / PyTorch eager",
+            "<= 0.25x",
+            measured.get(best_name) if best_name else None,
+            0.25,
+            note=best_name or "",
+        ),
+        Target(
+            "vision encoder (engine fp32) / its FLOP floor",
+            "<= 1.15x",
+            vision / vision_floor if vision and vision_floor else None,
+            1.15,
+        ),
+        Target(
+            "per-token decode (engine fp32) / its bandwidth floor",
+            "<= 2x",
+            per_token / decode_floor if per_token and decode_floor else None,
+            2.0,
+        ),
+    ]
+    if server is not None:
+        result += [
+            Target(
+                "server throughput, 8 clients / 1 client",
+                ">= 1.3x",
+                _get(server, "scaling", "8"),
+                1.3,
+                lower_is_better=False,
+                note=f"{_get(server, 'max_tokens')}-token outputs",
+            ),
+            Target("server overhead p50 (ms)", "<= 30 ms", _get(server, "overhead", "p50_ms"), 30.0),
+            Target(
+                "peak server RSS / weight bytes",
+                "<= 1.25x",
+                _get(server, "rss", "peak_over_weights"),
+                1.25,
+            ),
+        ]
+    return result
