@@ -114,7 +114,6 @@ class AIBinding:
             max_new_tokens=request.max_new_tokens,
             num_beams=request.num_beams,
         )
-        model.engine.validate(task_request)
         return PreparedRun(model_id, model, request, task_request, is_text)
 
     async def _complete(

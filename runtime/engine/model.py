@@ -105,12 +105,6 @@ class Florence2Engine:
 
     async def stream(self, request: TaskRequest) -> AsyncIterator[str | TaskResult]:
         """Text deltas whose concatenation is the answer (``parsed[task]``), then the TaskResult."""
-        self.validate(request)
-        if not self.processor.is_text_task(request.task):
-            raise StreamNotSupported(
-                f"{request.task} answers with structured data, which cannot be streamed; send it without stream",
-                param="stream",
-            )
         loop = asyncio.get_running_loop()
         updates: asyncio.Queue[list[int]] = asyncio.Queue()
 
@@ -118,7 +112,13 @@ class Florence2Engine:
             with contextlib.suppress(RuntimeError):  # the consumer's loop is gone; the job is dropped next step
                 loop.call_soon_threadsafe(updates.put_nowait, ids)
 
-        (ticket,) = self._batcher.submit([self.prepare(request, on_tokens)])
+        job = self.prepare(request, on_tokens)  # validates the request
+        if not self.processor.is_text_task(request.task):
+            raise StreamNotSupported(
+                f"{request.task} answers with structured data, which cannot be streamed; send it without stream",
+                param="stream",
+            )
+        (ticket,) = self._batcher.submit([job])
         waiter = asyncio.ensure_future(wait(ticket))
         getter: asyncio.Future[list[int]] | None = None
         deltas = TextDeltas(self.processor, strip_ids={self.processor.bos_id, self.processor.eos_id})
