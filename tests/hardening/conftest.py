@@ -19,7 +19,7 @@ from hardening_egress import EgressTripwire
 from hardening_hosts import ALLOWED_ADDRESS, DNS, PRIVATE_ADDRESS, ImageHost, image_host
 from hardening_server import FUNCTIONS, tiny_settings
 from hardening_spec import Spec
-from live_server import LiveServer, call
+from live_server import LiveServer, call, write_functions
 
 from runtime.server.services import Services
 
@@ -50,10 +50,7 @@ def private_host() -> Iterator[ImageHost]:
 
 @pytest.fixture(scope="session")
 def hardening_functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hardening-functions")
-    for name, code in FUNCTIONS.items():
-        (folder / name).write_text(code)
-    return folder
+    return write_functions(tmp_path_factory.mktemp("hardening-functions"), FUNCTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from fakes import FakeEngine
 from hardening_server import completion_body, tiny_settings
-from live_server import LiveServer, Reply, call
+from live_server import LiveServer, Reply, call, write_functions
 
 from runtime.server.services import Services
 
@@ -47,10 +47,7 @@ FUNCTIONS = {
 
 @pytest.fixture(scope="module")
 def functions_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("faulty-functions")
-    for name, code in FUNCTIONS.items():
-        (folder / name).write_text(code)
-    return folder
+    return write_functions(tmp_path_factory.mktemp("faulty-functions"), FUNCTIONS)
 
 
 @pytest.fixture(scope="module")

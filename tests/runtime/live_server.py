@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -103,3 +104,10 @@ def call(
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
         connection.close()
+
+
+def write_functions(folder: Path, files: dict[str, str]) -> Path:
+    """A functions folder holding ``files`` (name -> source), for a server under test."""
+    for name, code in files.items():
+        (folder / name).write_text(code)
+    return folder

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeEngine, data_url, image_bytes, payload
-from live_server import LiveServer, Reply, call
+from live_server import LiveServer, Reply, call, write_functions
 
 from runtime.config import Limits, MediaSettings, ModelSpec, ServerSettings, Settings
 from runtime.engine.settings import EngineSettings
@@ -59,10 +59,7 @@ class Loader:
 
 @pytest.fixture(scope="module")
 def functions_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("functions")
-    for name, code in FUNCTIONS.items():
-        (folder / name).write_text(code)
-    return folder
+    return write_functions(tmp_path_factory.mktemp("functions"), FUNCTIONS)
 
 
 @pytest.fixture(scope="module")
