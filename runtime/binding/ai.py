@@ -113,6 +113,7 @@ class AIBinding:
             text_input=request.text_input,
             max_new_tokens=request.max_new_tokens,
             num_beams=request.num_beams,
+            ignore_eos=request.ignore_eos,
         )
         return PreparedRun(model_id, model, request, task_request, is_text)
 

@@ -14,7 +14,16 @@ from runtime.florence2 import split_task
 log = logging.getLogger(__name__)
 
 KNOWN_FIELDS = frozenset(
-    {"model", "messages", "max_tokens", "max_completion_tokens", "num_beams", "stream", "stream_options"}
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "num_beams",
+        "ignore_eos",
+        "stream",
+        "stream_options",
+    }
 )
 
 
@@ -27,6 +36,7 @@ class CompletionRequest:
     text_input: str | None
     max_new_tokens: int | None
     num_beams: int | None
+    ignore_eos: bool  # vLLM's extension: generate max_new_tokens whatever the model says (benchmarks)
     stream: bool
     include_usage: bool
     ignored_fields: tuple[str, ...]
@@ -53,6 +63,7 @@ def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionReques
             payload, ("max_completion_tokens", "max_tokens"), limits.max_new_tokens, "FLORENCE_MAX_NEW_TOKENS"
         ),
         num_beams=_bounded(payload, ("num_beams",), limits.max_num_beams, "FLORENCE_MAX_NUM_BEAMS"),
+        ignore_eos=bool(payload.get("ignore_eos", False)),
         stream=bool(payload.get("stream", False)),
         include_usage=bool(stream_options.get("include_usage", False)),
         ignored_fields=ignored,
@@ -67,3 +78,4 @@ def _bounded(payload: Mapping[str, Any], names: tuple[str, ...], limit: int, set
         if value > limit:
             raise SchemaViolation(f"{name}: expected at most {limit} (the server's {setting}); got {value}", param=name)
     return int(values[0][1]) if values else None
+

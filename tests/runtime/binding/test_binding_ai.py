@@ -12,6 +12,7 @@ import pytest
 from fakes import FakeEngine, data_url, image_bytes, payload
 
 from runtime.binding import AIBinding, ModelRegistry
+from runtime.binding.request import read_request
 from runtime.config import Limits, MediaSettings
 from runtime.errors import (
     InferenceFailed,
@@ -96,11 +97,44 @@ async def test_generation_options_reach_the_engine_within_limits() -> None:
     assert engine.requests[-1].max_new_tokens == 4
 
 
+async def test_ignore_eos_reaches_the_engine_and_is_off_by_default() -> None:
+    engine = FakeEngine()
+    binding = _binding(engine)
+    await binding.run(MODEL, payload(max_tokens=5, ignore_eos=True))
+    await binding.run(MODEL, payload(max_tokens=5, ignore_eos=False))
+    await binding.run(MODEL, payload(max_tokens=5))
+    stream = await binding.run(MODEL, payload(ignore_eos=True, stream=True))
+    _ = [c async for c in stream]  # type: ignore[union-attr]
+    assert [request.ignore_eos for request in engine.requests] == [True, False, False, True]
+    assert engine.requests[0].max_new_tokens == 5
+
+
+@pytest.mark.parametrize(("value", "shown"), [("yes", '"yes"'), (1, "1"), (None, "null"), ([True], "[true]")])
+async def test_ignore_eos_must_be_true_or_false(value: object, shown: str) -> None:
+    engine = FakeEngine()
+    with pytest.raises(SchemaViolation) as caught:
+        await _binding(engine).run(MODEL, payload(ignore_eos=value))
+    error = caught.value
+    assert error.param == "ignore_eos" and error.status == 400 and error.code == "invalid_payload"
+    assert error.message == f"ignore_eos: expected true or false; got {shown}"
+    assert engine.requests == []
+
+
+def test_ignore_eos_is_not_among_the_ignored_fields() -> None:
+    request = read_request(payload(ignore_eos=True, temperature=0.1), Limits())
+    assert request.ignore_eos is True
+    assert request.ignored_fields == ("temperature",)
+
+
 async def test_unknown_fields_are_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="runtime.binding.request"):
         answer = await _binding(FakeEngine()).run(MODEL, payload(temperature=0.1, top_p=0.5))
     assert isinstance(answer, dict)
     assert "temperature, top_p" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runtime.binding.request"):
+        await _binding(FakeEngine()).run(MODEL, payload(ignore_eos=True))
+    assert "ignoring" not in caplog.text
 
 
 async def test_stream_yields_role_deltas_finish_and_usage() -> None:

@@ -69,6 +69,17 @@ async def test_model_field_is_required() -> None:
     assert caught.value.param == "model"
 
 
+async def test_ignore_eos_reaches_the_engine_and_a_string_is_refused() -> None:
+    engine = FakeEngine()
+    serving, _ = _serving(engine)
+    await serving.create_chat_completion({"model": MODEL, **payload(max_tokens=4, ignore_eos=True)})
+    assert engine.requests[0].ignore_eos is True and engine.requests[0].max_new_tokens == 4
+    with pytest.raises(SchemaViolation) as caught:
+        await serving.create_chat_completion({"model": MODEL, **payload(ignore_eos="true")})
+    assert caught.value.param == "ignore_eos" and "expected true or false" in caught.value.message
+    assert len(engine.requests) == 1
+
+
 async def test_stream_ends_with_done() -> None:
     serving, _ = _serving(FakeEngine())
     events = await _events((await serving.create_chat_completion({"model": MODEL, **payload(stream=True)}))[0])
