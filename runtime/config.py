@@ -252,6 +252,7 @@ ENGINE_MEANINGS: dict[str, str] = {
     "io_binding": "keep the KV cache on the device between steps: `auto` (with CUDA), 1 or 0",
     "max_batch_size": "requests the engine batches together",
     "batch_wait_ms": "how long a batch waits to fill after its first request",
+    "admit_while_encoding": "requests arriving while a batch encodes its images join it and share its decoding",
     "warmup": "run the graphs once at load, before the server reports ready",
 }
 

@@ -78,4 +78,3 @@ def _bounded(payload: Mapping[str, Any], names: tuple[str, ...], limit: int, set
         if value > limit:
             raise SchemaViolation(f"{name}: expected at most {limit} (the server's {setting}); got {value}", param=name)
     return int(values[0][1]) if values else None
-

@@ -46,26 +46,35 @@ def encode(
     The vision encoder sees at most ``vision_batch_size`` images per run (None: all at once).
     """
     started = time.perf_counter()
-    features = _image_features(runner, pixel_values, vision_batch_size or len(pixel_values))
-    vision_done = time.perf_counter()
+    features = image_features(runner, pixel_values, vision_batch_size)
+    vision = time.perf_counter() - started
+    encoded = encode_prompts(runner, features, prompts, pad_id)
+    encoded.timings["vision"] = vision
+    return encoded
+
+
+def image_features(runner: GraphRunner, pixel_values: np.ndarray, chunk: int | None = None) -> np.ndarray:
+    """Vision-encoder features [batch, image tokens, d_model], at most ``chunk`` images per run (None: all)."""
+    step = chunk or len(pixel_values)
+    parts = [
+        runner.run(VISION_ENCODER, {"pixel_values": pixel_values[i : i + step]})[0]
+        for i in range(0, len(pixel_values), step)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def encode_prompts(runner: GraphRunner, features: np.ndarray, prompts: Sequence[Sequence[int]], pad_id: int) -> Encoded:
+    """The text encoder over each image's features followed by its embedded prompt."""
+    started = time.perf_counter()
     ids, prompt_mask = pad_right(prompts, pad_id)
     (prompt_embeds,) = runner.run(EMBED_TOKENS, {"input_ids": ids})
     embeds = np.concatenate((features, prompt_embeds.astype(features.dtype, copy=False)), axis=1)
     mask = np.concatenate((np.ones(features.shape[:2], dtype=np.int64), prompt_mask), axis=1)
     (hidden,) = runner.run(ENCODER, {"inputs_embeds": embeds, "attention_mask": mask})
-    done = time.perf_counter()
     image_tokens = features.shape[1]
     return Encoded(
         hidden_states=hidden,
         attention_mask=mask,
         prompt_tokens=tuple(image_tokens + len(p) for p in prompts),
-        timings={"vision": vision_done - started, "encoder": done - vision_done},
+        timings={"encoder": time.perf_counter() - started},
     )
-
-
-def _image_features(runner: GraphRunner, pixel_values: np.ndarray, chunk: int) -> np.ndarray:
-    parts = [
-        runner.run(VISION_ENCODER, {"pixel_values": pixel_values[i : i + chunk]})[0]
-        for i in range(0, len(pixel_values), chunk)
-    ]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

@@ -21,7 +21,7 @@ from PIL import Image
 from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
 from runtime.engine.generation_config import GenerationConfig, SearchOptions
 from runtime.engine.pipeline import Job, Outcome, Pipeline, TokenObserver
-from runtime.engine.scheduler import MicroBatcher, Ticket, wait
+from runtime.engine.scheduler import Batch, MicroBatcher, Ticket, wait
 from runtime.engine.sessions import GraphRunner, Sessions, open_sessions
 from runtime.engine.settings import EngineSettings
 from runtime.engine.streaming import TextDeltas
@@ -72,7 +72,7 @@ class Florence2Engine:
         )
         self.recent_batch_sizes: deque[int] = deque(maxlen=1024)  # observability: metrics and tests
         self._batcher: MicroBatcher[Job, TaskResult] = MicroBatcher(
-            self._run_tickets,
+            self._run_batch,
             max_batch_size=settings.max_batch_size,
             batch_wait_s=settings.batch_wait_ms / 1000,
             name=f"florence2-{path.name}",
@@ -186,11 +186,11 @@ class Florence2Engine:
             )
         return SearchOptions(num_beams=beams, max_length=max_new + 1, ignore_eos=ignore_eos)
 
-    def _run_tickets(self, tickets: Sequence[Ticket[Job, TaskResult]]) -> list[TaskResult | BaseException]:
-        batch_started = time.perf_counter()
-        jobs = [_bind_cancel(ticket) for ticket in tickets]
-        outcomes = self.pipeline.run(jobs)
-        return [_settle(outcome, ticket, batch_started) for outcome, ticket in zip(outcomes, tickets, strict=True)]
+    def _run_batch(self, batch: Batch[Job, TaskResult]) -> list[TaskResult | BaseException]:
+        jobs = [_bind_cancel(ticket) for ticket in batch.tickets]
+        admit = (lambda: [_bind_cancel(t) for t in batch.admit()]) if self.settings.admit_while_encoding else None
+        outcomes = self.pipeline.run(jobs, admit)
+        return [_settle(outcome, ticket) for outcome, ticket in zip(outcomes, batch.tickets, strict=True)]
 
 
 def _vision_batch_size(settings: EngineSettings, runner: GraphRunner) -> int | None:
@@ -204,11 +204,11 @@ def _bind_cancel(ticket: Ticket[Job, TaskResult]) -> Job:
     return Job(job.request, job.prompt_ids, job.options, job.on_tokens, cancelled=ticket.abandoned.is_set)
 
 
-def _settle(outcome: Outcome, ticket: Ticket[Job, TaskResult], batch_started: float) -> TaskResult | BaseException:
+def _settle(outcome: Outcome, ticket: Ticket[Job, TaskResult]) -> TaskResult | BaseException:
     if outcome is None:
         return asyncio.CancelledError()
     if isinstance(outcome, TaskResult):
-        outcome.timings["queue"] = batch_started - ticket.enqueued_at
+        outcome.timings["queue"] = (ticket.taken_at or ticket.enqueued_at) - ticket.enqueued_at
     return outcome
 
 

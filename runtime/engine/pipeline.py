@@ -1,4 +1,9 @@
-"""One batch of requests, start to finish, on the calling thread: pixels, encoder, search, decoded results."""
+"""One batch of requests, start to finish, on the calling thread: pixels, encoder, search, decoded results.
+
+Images are encoded one group at a time; after each group the batch may admit requests that arrived meanwhile
+(the scheduler's ``admit``), whose images are encoded next. Decoding starts once no request is waiting, or the
+batch is full, and then runs every admitted request to its end together.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from runtime.engine.api import TaskRequest, TaskResult
 from runtime.engine.decoder import OrtDecoder
-from runtime.engine.encoding import encode
+from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.generation import generate
 from runtime.engine.generation_config import GenerationConfig, SearchOptions
 from runtime.engine.search import Search, make_search
@@ -37,6 +42,7 @@ class Job:
 
 
 Outcome = TaskResult | RuntimeErrorBase | None  # None: the job was cancelled
+Admit = Callable[[], Sequence[Job]]  # jobs that arrived since the batch formed (none: stop admitting)
 
 
 class Pipeline:
@@ -52,31 +58,32 @@ class Pipeline:
         self.config = config
         self.vision_batch_size = vision_batch_size  # None: every image of a batch in one vision-encoder run
 
-    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Results in the order of ``jobs``; a job whose image or answer cannot be processed gets its own error."""
-        outcomes: list[Outcome] = [None] * len(jobs)
-        pixels: list[np.ndarray] = []
+    def run(self, jobs: Sequence[Job], admit: Admit | None = None) -> list[Outcome]:
+        """Results in the order of ``jobs`` followed by the jobs ``admit`` returned; a job whose image or answer
+        cannot be processed gets its own error."""
+        everyone = list(jobs)
+        outcomes: list[Outcome] = [None] * len(everyone)
         live: list[int] = []
-        started = time.perf_counter()
-        for index, job in enumerate(jobs):
-            if job.cancelled():
-                continue
-            try:
-                pixels.append(self.processor.preprocess([job.request.image])[0])
-            except RuntimeErrorBase as exc:
-                outcomes[index] = exc
-                continue
-            live.append(index)
+        features: list[np.ndarray] = []
+        seconds = {"preprocess": 0.0, "vision": 0.0}
+        start = 0
+        while start < len(everyone):
+            indices, pixels = self._preprocess(everyone, start, outcomes, seconds)
+            if indices:
+                began = time.perf_counter()
+                features.append(image_features(self.runner, np.stack(pixels), self.vision_batch_size))
+                seconds["vision"] += time.perf_counter() - began
+                live.extend(indices)
+            start = len(everyone)
+            if admit is not None:
+                admitted = list(admit())
+                everyone.extend(admitted)
+                outcomes.extend([None] * len(admitted))
         if not live:
             return outcomes
-        preprocess = time.perf_counter() - started
-        batch = [jobs[i] for i in live]
-        encoded = encode(
-            self.runner,
-            np.stack(pixels),
-            [job.prompt_ids for job in batch],
-            self.processor.pad_id,
-            self.vision_batch_size,
+        batch = [everyone[i] for i in live]
+        encoded = encode_prompts(
+            self.runner, np.concatenate(features, axis=0), [job.prompt_ids for job in batch], self.processor.pad_id
         )
         searches = [make_search(self.config, job.options) for job in batch]
         decoder = OrtDecoder(self.runner, encoded.hidden_states, encoded.attention_mask)
@@ -87,13 +94,33 @@ class Pipeline:
             on_step=_observer(batch),
             cancelled=lambda i: batch[i].cancelled(),
         )
-        shared = {"preprocess": preprocess, **encoded.timings, **timings}
+        shared = {**seconds, **encoded.timings, **timings}
         for position, index in enumerate(live):
             job = batch[position]
             if job.cancelled():
                 continue
             outcomes[index] = self._result(job, searches[position], encoded.prompt_tokens[position], shared, len(batch))
         return outcomes
+
+    def _preprocess(
+        self, jobs: Sequence[Job], start: int, outcomes: list[Outcome], seconds: dict[str, float]
+    ) -> tuple[list[int], list[np.ndarray]]:
+        """Pixels of ``jobs[start:]`` that are still wanted; a job whose image fails gets its error in ``outcomes``."""
+        began = time.perf_counter()
+        indices: list[int] = []
+        pixels: list[np.ndarray] = []
+        for index in range(start, len(jobs)):
+            job = jobs[index]
+            if job.cancelled():
+                continue
+            try:
+                pixels.append(self.processor.preprocess([job.request.image])[0])
+            except RuntimeErrorBase as exc:
+                outcomes[index] = exc
+                continue
+            indices.append(index)
+        seconds["preprocess"] += time.perf_counter() - began
+        return indices, pixels
 
     def _result(
         self, job: Job, search: Search, prompt_tokens: int, timings: dict[str, float], batch_size: int

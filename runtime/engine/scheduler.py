@@ -1,8 +1,11 @@
 """Micro-batching: requests that arrive close together run as one batch on a dedicated worker thread.
 
 A batch closes when it holds ``max_batch_size`` items or when its first item has waited ``batch_wait``
-seconds, whichever comes first. Inference never runs on an event loop, and the scheduler belongs to no
-loop: callers on any loop (or thread) await ``concurrent.futures`` results.
+seconds, whichever comes first. While it runs, the batch function may ``admit`` items that arrived since, up
+to the same bound: the engine takes them in while it is still encoding images, the part of a request that
+runs one at a time anyway, so that they share the decoding that follows. Inference never runs on an event
+loop, and the scheduler belongs to no loop: callers on any loop (or thread) await ``concurrent.futures``
+results.
 
 If the batch function raises, every item of that batch fails with that error (as InferenceFailed unless it is
 already one of ours); the next batch runs normally. Items whose caller went away before their batch formed
@@ -35,10 +38,31 @@ class Ticket(Generic[ItemT, ResultT]):
     future: Future[ResultT] = field(default_factory=Future)
     abandoned: threading.Event = field(default_factory=threading.Event)
     enqueued_at: float = field(default_factory=time.perf_counter)
+    taken_at: float | None = None  # when a batch took it from the queue
 
 
-# Per ticket: its result, or the error for that ticket alone.
-BatchFunction = Callable[[Sequence[Ticket[ItemT, ResultT]]], Sequence[ResultT | BaseException]]
+class Batch(Generic[ItemT, ResultT]):
+    """The tickets of one batch: those it formed with, then those ``admit`` took in while it ran."""
+
+    def __init__(
+        self, tickets: list[Ticket[ItemT, ResultT]], take: Callable[[int], list[Ticket[ItemT, ResultT]]], capacity: int
+    ) -> None:
+        self.tickets = tickets
+        self._take = take
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self.tickets)
+
+    def admit(self) -> list[Ticket[ItemT, ResultT]]:
+        """Take the items queued since the batch formed, without waiting, while the batch has room."""
+        new = self._take(self._capacity - len(self.tickets)) if len(self.tickets) < self._capacity else []
+        self.tickets.extend(new)
+        return new
+
+
+# Per ticket of the batch (admitted ones included, in order): its result, or the error for that ticket alone.
+BatchFunction = Callable[[Batch[ItemT, ResultT]], Sequence[ResultT | BaseException]]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds) after each batch
 
 _STOP = object()
@@ -61,6 +85,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self._queue: queue.Queue[object] = queue.Queue()
         self._lock = threading.Lock()  # makes a group of submissions contiguous in the queue
         self._closed = False
+        self._stop_seen = False  # only the worker thread reads and writes it
         self._thread = threading.Thread(target=self._work, name=f"{name}-worker", daemon=True)
         self._thread.start()
 
@@ -91,14 +116,12 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self._thread.join(timeout)
 
     def _work(self) -> None:
-        while True:
-            batch, stop = self._collect()
-            if batch:
-                self._execute(batch)
-            if stop:
-                return
+        while not self._stop_seen:
+            tickets = self._collect()
+            if tickets:
+                self._execute(Batch(tickets, self._take_waiting, self.max_batch_size))
 
-    def _collect(self) -> tuple[list[Ticket[ItemT, ResultT]], bool]:
+    def _collect(self) -> list[Ticket[ItemT, ResultT]]:
         batch: list[Ticket[ItemT, ResultT]] = []
         deadline: float | None = None
         while len(batch) < self.max_batch_size:
@@ -110,18 +133,36 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                     entry = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if entry is _STOP:
-                return batch, True
-            assert isinstance(entry, Ticket)
-            # False when the caller cancelled before the batch formed; the ticket is then dropped.
-            if entry.abandoned.is_set() or not entry.future.set_running_or_notify_cancel():
-                continue
-            batch.append(entry)
-            if deadline is None:
+            if self._accept(entry, batch) and deadline is None:
                 deadline = time.monotonic() + self.batch_wait_s
-        return batch, False
+            if self._stop_seen:
+                break
+        return batch
 
-    def _execute(self, batch: list[Ticket[ItemT, ResultT]]) -> None:
+    def _take_waiting(self, room: int) -> list[Ticket[ItemT, ResultT]]:
+        taken: list[Ticket[ItemT, ResultT]] = []
+        while len(taken) < room and not self._stop_seen:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._accept(entry, taken)
+        return taken
+
+    def _accept(self, entry: object, batch: list[Ticket[ItemT, ResultT]]) -> bool:
+        """Append a queue entry to ``batch`` if it is a live ticket; notes the stop marker."""
+        if entry is _STOP:
+            self._stop_seen = True  # the worker ends after the batch in hand; nothing is queued behind the marker
+            return False
+        assert isinstance(entry, Ticket)
+        # False when the caller cancelled before the batch took it; the ticket is then dropped.
+        if entry.abandoned.is_set() or not entry.future.set_running_or_notify_cancel():
+            return False
+        entry.taken_at = time.perf_counter()
+        batch.append(entry)
+        return True
+
+    def _execute(self, batch: Batch[ItemT, ResultT]) -> None:
         started = time.perf_counter()
         try:
             outcomes = self._run_batch(batch)
@@ -129,11 +170,11 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                 raise InferenceFailed(f"the batch returned {len(outcomes)} results for {len(batch)} requests")
         except Exception as exc:
             log.exception("a batch of %d failed", len(batch))
-            outcomes = [_failure(exc) for _ in batch]
+            outcomes = [_failure(exc) for _ in batch.tickets]
         # Observed before any waiter wakes, so a caller that sees its result also sees its batch counted.
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - started)
-        for ticket, outcome in zip(batch, outcomes, strict=True):
+        for ticket, outcome in zip(batch.tickets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 ticket.future.set_exception(outcome)
             else:

@@ -25,7 +25,9 @@ class EngineSettings:
     ``io_binding``: keep the KV cache on the device between decoder steps; None turns it on with CUDA only.
     ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
     ``batch_wait_ms`` bound the micro-batches: a batch closes when it is full or when its first request
-    has waited ``batch_wait_ms``.
+    has waited ``batch_wait_ms``. ``admit_while_encoding``: requests that arrive while a batch is still encoding its
+    images join it, up to ``max_batch_size``, and share its decoding (on a CPU each image takes seconds, so
+    under load most requests arrive then); this delays the batch's first answers by the newcomers' image encoding.
     ``vision_batch_size``: images per vision-encoder run; 0 means 1 on a CPU, the whole batch on a GPU. On a CPU
     the vision encoder is compute-bound, so running a batch's images together saves no time and multiplies the
     activation memory (a batch of 8 large-model images holds gigabytes); the decoder steps stay batched.
@@ -44,6 +46,7 @@ class EngineSettings:
     max_beams: int = 5
     max_batch_size: int = 8
     batch_wait_ms: float = 5.0
+    admit_while_encoding: bool = True
     vision_batch_size: int = 0
     prepack_weights: bool = True
     warmup: bool = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,44 @@ def test_vision_batch_size_bounds_images_per_vision_run(
         assert [r.token_ids for r in results] == [a.token_ids for a in alone]
     finally:
         asyncio.run(chunked.close())
+
+
+class GatedVision:
+    """The real sessions; the first vision-encoder run waits until the test opens the gate."""
+
+    def __init__(self, inner: GraphRunner) -> None:
+        self.inner, self.device = inner, inner.device
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
+        return self.inner.inputs(graph)
+
+    def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        if graph == VISION_ENCODER and not self.gate.is_set():
+            self.entered.set()
+            self.gate.wait(10)
+        return self.inner.run(graph, feeds, outputs)
+
+
+@pytest.mark.parametrize(("admit", "sizes"), [(True, [3, 3, 3]), (False, [1, 2, 2])])
+async def test_requests_arriving_while_a_batch_encodes_join_it(
+    tiny_model_dir: Path, engine: Florence2Engine, admit: bool, sizes: list[int]
+) -> None:
+    runner = GatedVision(engine.runner)
+    settings = EngineSettings(max_batch_size=4, batch_wait_ms=1, admit_while_encoding=admit, warmup=False)
+    gated = load(tiny_model_dir, settings, runner=runner)
+    try:
+        requests = [caption(1), caption(2, beams=3, task="<OD>"), caption(3, tokens=5)]
+        first = asyncio.ensure_future(gated.run(requests[0]))
+        await asyncio.to_thread(runner.entered.wait, 10)  # the first batch, alone, is encoding its image
+        later = [asyncio.ensure_future(gated.run(r)) for r in requests[1:]]
+        await asyncio.sleep(0.1)  # both are queued
+        runner.gate.set()
+        results = await asyncio.gather(first, *later)
+        assert [r.batch_size for r in results] == sizes
+        alone = [run_direct(engine, [r])[0] for r in requests]
+        for a, b in zip(alone, results, strict=True):
+            assert (b.token_ids, b.finish_reason, b.parsed) == (a.token_ids, a.finish_reason, a.parsed)
+        assert all(r.timings["queue"] >= 0 for r in results)
+    finally:
+        await gated.close()

@@ -1,4 +1,5 @@
-"""The micro-batching scheduler on a fake batch function: bounded size, bounded wait, failure isolation, cancels."""
+"""The micro-batching scheduler on a fake batch function: bounded size, bounded wait, admission while a batch
+runs, failure isolation, cancels."""
 
 from __future__ import annotations
 
@@ -9,22 +10,30 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from runtime.engine.scheduler import MicroBatcher, Ticket
+from runtime.engine.scheduler import Batch, MicroBatcher
 from runtime.errors import InferenceFailed, InvalidRequest, Unavailable
 
 
 class Recorder:
-    def __init__(self, fail_on: set[int] | None = None, hold: threading.Event | None = None) -> None:
+    def __init__(
+        self, fail_on: set[int] | None = None, hold: threading.Event | None = None, admit: bool = False
+    ) -> None:
         self.batches: list[list[int]] = []
         self.fail_on = fail_on or set()
         self.hold = hold
+        self.admit = admit
+        self.admitted: list[list[int]] = []
+        self.holding = threading.Event()
         self.threads: set[str] = set()
 
-    def __call__(self, tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+    def __call__(self, batch: Batch[int, int]) -> Sequence[int | BaseException]:
         self.threads.add(threading.current_thread().name)
         if self.hold is not None:
+            self.holding.set()
             self.hold.wait(5)
-        items = [t.item for t in tickets]
+        if self.admit:
+            self.admitted.append([t.item for t in batch.admit()])
+        items = [t.item for t in batch.tickets]
         self.batches.append(items)
         if self.fail_on & set(items):
             raise RuntimeError("session exploded")
@@ -109,3 +118,58 @@ async def test_closed_batcher_refuses_work(recorder: Recorder) -> None:
     await asyncio.to_thread(b.close)
     with pytest.raises(Unavailable):
         await b.run(2)
+
+
+async def test_a_running_batch_admits_what_arrived_up_to_its_size() -> None:
+    hold = threading.Event()
+    recorder = Recorder(hold=hold, admit=True)
+    for b in batcher(recorder, size=3, wait_ms=10):
+        first = asyncio.ensure_future(b.run(0))
+        await asyncio.to_thread(recorder.holding.wait, 5)  # the batch [0] is running
+        later = [asyncio.ensure_future(b.run(i)) for i in (1, 2, 3)]
+        gone = asyncio.ensure_future(b.run(4))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.sleep(0.05)
+        hold.set()
+        assert await first == 0
+        assert await asyncio.gather(*later) == [10, 20, 30]
+        # 1 and 2 joined the running batch; 3 found it full and ran next; 4 was cancelled while queued
+        assert recorder.admitted[0] == [1, 2]
+        assert recorder.batches == [[0, 1, 2], [3]]
+
+
+async def test_admitted_items_are_settled_with_the_batch_and_counted() -> None:
+    hold = threading.Event()
+    recorder = Recorder(hold=hold, admit=True, fail_on={2})
+    sizes: list[int] = []
+    b: MicroBatcher[int, int] = MicroBatcher(
+        recorder, max_batch_size=4, batch_wait_s=0.01, on_batch=lambda size, _s: sizes.append(size)
+    )
+    try:
+        first = asyncio.ensure_future(b.run(1))
+        await asyncio.to_thread(recorder.holding.wait, 5)
+        joined = asyncio.ensure_future(b.run(2))
+        await asyncio.sleep(0.05)
+        hold.set()
+        outcomes = await asyncio.gather(first, joined, return_exceptions=True)
+        assert all(isinstance(o, InferenceFailed) for o in outcomes)  # the admitted item failed the batch
+        assert sizes == [2]
+    finally:
+        await asyncio.to_thread(b.close, 5)
+
+
+async def test_close_during_a_batch_finishes_it_and_everything_queued() -> None:
+    hold = threading.Event()
+    recorder = Recorder(hold=hold, admit=True)
+    b: MicroBatcher[int, int] = MicroBatcher(recorder, max_batch_size=2, batch_wait_s=0.01)
+    first = asyncio.ensure_future(b.run(1))
+    await asyncio.to_thread(recorder.holding.wait, 5)
+    queued = [asyncio.ensure_future(b.run(i)) for i in (2, 3)]
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(asyncio.to_thread(b.close, 5))
+    await asyncio.sleep(0.05)
+    hold.set()
+    await closing
+    assert await first == 10 and await asyncio.gather(*queued) == [20, 30]
+    assert recorder.batches == [[1, 2], [3]]
