@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import artefacts, machine, plot, report, server_load, side_by_side, summary, weights
+from bench import artefacts, machine, plot, report, server_load, side_by_side, summary, vision_profile, weights
 from bench.contenders import ContenderSpec
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
@@ -123,6 +123,9 @@ def run(settings: BenchSettings) -> dict[str, Any]:
             }
             results["floors"] = {key: f.to_dict() for key, f in floor_by_job.items()}
             results["floors_method"] = FLOORS_METHOD
+        if settings.vision_profile:
+            vision_floor_s = summary.vision_floor_s(shape, machine.best_of(probes))
+            results["vision_profile"] = _profile_vision(settings, available, vision_floor_s, log_dir)
         if settings.server:
             served = settings.server_variant or ("fp32" if "fp32" in available else available[0])
             if served in available:
@@ -136,7 +139,10 @@ def run(settings: BenchSettings) -> dict[str, Any]:
     summaries = {name: c.get("summary", {}) for name, c in results["contenders"].items()}
     measured_server = server if server and server.get("levels") else None
     results["targets"] = [
-        t.to_dict() for t in summary.targets(summaries, floor_by_job, settings.headline, measured_server)
+        t.to_dict()
+        for t in summary.targets(
+            summaries, floor_by_job, settings.headline, measured_server, results.get("vision_profile", {}).get("fp32")
+        )
     ]
     results["machine"]["load_average_end"] = os.getloadavg()
     results["duration_s"] = time.perf_counter() - started
@@ -178,6 +184,44 @@ def _race(settings: BenchSettings, available: tuple[str, ...], log_dir: Path) ->
     for outcome in outcomes:
         contenders[outcome.spec.name]["summary"] = summary.summarise_contender(outcome, reference)
     return contenders
+
+
+def profiled_variants(settings: BenchSettings, available: tuple[str, ...]) -> list[str]:
+    """The variants whose vision encoder is profiled: those of ``PROFILED_VARIANTS`` the folder has and the run
+    times (all of them when ``--variants`` is not given)."""
+    wanted = settings.variants or available
+    return [v for v in vision_profile.PROFILED_VARIANTS if v in available and v in wanted]
+
+
+def _profile_vision(
+    settings: BenchSettings, available: tuple[str, ...], floor_s: float, log_dir: Path
+) -> dict[str, Any]:
+    """Each profiled variant's vision encoder by operator type, with its figures in units of the compute floor;
+    a variant that failed holds its error."""
+    profiles: dict[str, Any] = {}
+    for variant in profiled_variants(settings, available):
+        _progress(f"profiling the {variant} vision encoder by operator type")
+        try:
+            profile = vision_profile.profile_in_child(
+                settings.model_dir,
+                variant,
+                log_dir / f"vision-profile-{variant}.log",
+                provider=settings.provider,
+                threads=settings.threads,
+                timeout_s=settings.load_timeout_s + settings.job_timeout_s,
+            )
+        except vision_profile.ProfileFailed as exc:
+            _progress(f"  {exc}")
+            profiles[variant] = {"variant": variant, "error": str(exc)}
+            continue
+        profiles[variant] = {**profile, "floor": summary.vision_against_floor(profile, floor_s)}
+        floor = profiles[variant]["floor"]
+        _progress(
+            f"  {profile['wall_ms']:,.0f} ms: FLOP-class kernels {profile['flop_class_ms']:,.0f} ms "
+            f"({floor['flop_class_x']:.2f}x the floor), other ops {profile['other_ms']:,.0f} ms "
+            f"({floor['other_x']:.2f}x)"
+        )
+    return profiles
 
 
 def _load_server(settings: BenchSettings, variant: str, weight_bytes: int, log_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The markdown report: targets first, then the side-by-side table, the floors, the server and the method."""
+"""The markdown report: targets first, then the side-by-side table, the floors, the vision encoder by operator,
+the server and the method."""
 
 from __future__ import annotations
 
@@ -142,6 +143,79 @@ def _floors(results: dict[str, Any], headline: Job) -> list[str]:
     return lines
 
 
+TOP_OPERATORS = 10  # rows of the vision profile table; the rest are summed in one row
+
+
+def _vision_profile(results: dict[str, Any]) -> list[str]:
+    profiles = results.get("vision_profile")
+    if not profiles:
+        return []
+    lines = [
+        "## Vision encoder by operator",
+        "",
+        "One run of each variant's vision encoder under ONNX Runtime's profiler, after one warm-up run, in a process "
+        "of its own with the engine's session options: kernel time per operator type. FLOP-class kernels are the "
+        "matmuls and convolutions the compute floor counts; the other operators (transposes, softmax, bias adds, "
+        "normalisation, layout reorders) are bound by memory. The floor is the stage's FLOPs over the best matmul "
+        "rate measured in this run, as in the Floors section.",
+    ]
+    for variant, profile in profiles.items():
+        lines += ["", f"### {variant}", ""]
+        if "error" in profile:
+            lines.append(f"Not profiled: {profile['error']}")
+            continue
+        lines += _operator_table(profile)
+        height, width = profile["image_size"]
+        floor = profile.get("floor", {})
+        lines += [
+            "",
+            f"{profile['graph']}, {height}x{width} input: profiled run {_ms(profile['wall_ms'] / 1000)} ms wall "
+            f"({_x(floor.get('wall_x'))} the floor of {_ms(floor['floor_ms'] / 1000) if floor else '–'} ms), "
+            f"kernels {_ms(profile['kernel_ms'] / 1000)} ms.",
+        ]
+        if floor:
+            lines += [
+                "",
+                f"FLOP-class kernels {_ms(profile['flop_class_ms'] / 1000)} ms = {_x(floor['flop_class_x'])} the "
+                f"compute floor; other ops {_ms(profile['other_ms'] / 1000)} ms = {_x(floor['other_x'])} the floor; "
+                f"so the stage is at best {_x(floor['flop_class_x'])} the floor even if every other op cost nothing.",
+            ]
+    return lines
+
+
+def _operator_table(profile: dict[str, Any]) -> list[str]:
+    kernel_ms = profile["kernel_ms"] or 1.0
+    ops = profile["ops"]
+    rows = [
+        [
+            op["op_type"],
+            f"{op['ms']:,.1f}",
+            f"{100 * op['ms'] / kernel_ms:.1f}%",
+            str(op["count"]),
+            _class_of([op]),
+        ]
+        for op in ops[:TOP_OPERATORS]
+    ]
+    rest = ops[TOP_OPERATORS:]
+    if rest:
+        rest_ms = sum(op["ms"] for op in rest)
+        rows.append(
+            [
+                f"{len(rest)} more types",
+                f"{rest_ms:,.1f}",
+                f"{100 * rest_ms / kernel_ms:.1f}%",
+                str(sum(op["count"] for op in rest)),
+                _class_of(rest),
+            ]
+        )
+    return _table(["operator", "ms", "share", "count", "class"], rows)
+
+
+def _class_of(ops: list[dict[str, Any]]) -> str:
+    classes = {op["flop_class"] for op in ops}
+    return "both" if len(classes) > 1 else ("FLOP" if True in classes else "other")
+
+
 def _server(results: dict[str, Any]) -> list[str]:
     server = results.get("server")
     if not server:
@@ -215,6 +289,8 @@ def markdown(results: dict[str, Any], headline: Job) -> str:
         *_side_by_side(results),
         "",
         *_floors(results, headline),
+        "",
+        *_vision_profile(results),
         "",
         *_server(results),
         "",

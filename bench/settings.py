@@ -40,6 +40,7 @@ class BenchSettings:
     memory_probe_mb: int
     side_by_side: bool
     server: bool
+    vision_profile: bool  # the vision encoder's kernel time by operator type (bench/vision_profile.py)
     server_variant: str | None  # None: fp32 where the folder has it
 
     @property
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-variant", choices=VARIANTS, help="variant the server loads (default fp32)")
     parser.add_argument("--no-side-by-side", action="store_true", help="skip the contenders")
     parser.add_argument("--no-server", action="store_true", help="skip the HTTP load test")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the vision encoder's profile by operator type (fp32, int8)"
+    )
     return parser
 
 
@@ -139,5 +143,6 @@ def from_args(argv: list[str] | None = None) -> BenchSettings:
         memory_probe_mb=128 if quick else 512,
         side_by_side=not args.no_side_by_side,
         server=not args.no_server,
+        vision_profile=not args.no_profile,
         server_variant=args.server_variant,
     )

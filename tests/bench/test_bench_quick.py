@@ -1,5 +1,6 @@
-"""``python -m bench --quick`` end to end on the tiny model: every contender, the floors and the HTTP server run,
-and the JSON, markdown and PNG are written with the figures the report promises. No timing is asserted."""
+"""``python -m bench --quick`` end to end on the tiny model: every contender, the floors, the vision profile and the
+HTTP server run, and the JSON, markdown and PNG are written with the figures the report promises. No timing is
+asserted."""
 
 from __future__ import annotations
 
@@ -64,14 +65,24 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
     assert server["rss"]["peak_bytes"] > 0
     assert "requests" in server["overhead"]
 
+    profiles = results["vision_profile"]
+    assert set(profiles) == {"fp32", "int8"}
+    for variant, profile in profiles.items():
+        assert "error" not in profile, profile
+        assert profile["graph"] == ("vision_encoder.onnx" if variant == "fp32" else "vision_encoder_int8.onnx")
+        assert profile["flop_class_ms"] > 0 and profile["other_ms"] > 0
+        assert profile["floor"]["flop_class_x"] > 0 and profile["floor"]["other_x"] > 0
+
     names = [target["name"] for target in results["targets"]]
     assert len(names) == 7
+    vision = next(target for target in results["targets"] if target["name"].startswith("vision encoder"))
+    assert vision["note"].startswith("profiled run: FLOP-class kernels")
     assert all(target["met"] in (True, False, None) for target in results["targets"])
 
 
 def test_markdown_and_plot_are_written(quick_run: Path) -> None:
     markdown = _one(quick_run, "md").read_text()
-    for heading in ("## Targets", "## Side by side", "## Floors", "## HTTP server"):
+    for heading in ("## Targets", "## Side by side", "## Floors", "## Vision encoder by operator", "## HTTP server"):
         assert heading in markdown
     assert "engine-int8" in markdown
     assert _one(quick_run, "png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

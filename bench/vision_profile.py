@@ -1,0 +1,244 @@
+"""Where the vision encoder's time goes, by ONNX Runtime operator type, measured in the benchmark's own run.
+
+The vision target compares the engine's vision stage with its FLOP floor (matmul-class FLOPs over the best measured
+matmul rate). ONNX Runtime's profiler splits one run of the graph into kernel times per node; summed per operator
+type and split into FLOP-class kernels (the matmuls and convolutions the floor counts) and every other operator
+(transposes, softmax, bias adds, layout reorders: bound by memory, not arithmetic), it says how close the stage
+could come to the floor even if every other operator cost nothing.
+
+    python -m bench.vision_profile MODEL_DIR [--variant fp32] [--provider cpu] [--threads 0]
+
+The graph is opened in a child process (``profile_in_child``), so that its session (the large fp32 encoder is a
+1.4 GB file, 2.4 GiB resident once run) never lives in the benchmark's own process; the child prints one JSON
+object. The session is the one the engine builds (its variant file, providers and session options, from
+``runtime.engine.sessions``) with profiling on; it runs once to warm up and once profiled on one image of the
+processor's size, and only the profiled run is counted. The profile file is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.memory import DEFAULT_FLOOR_BYTES, MemoryWatch
+
+# Variants whose vision encoder the benchmark profiles, where the folder has them: fp32 (the target) and int8 (the
+# fastest vision encoder on a CPU; q4 reads the int8 file).
+PROFILED_VARIANTS: tuple[str, ...] = ("fp32", "int8")
+
+# The kernels whose work the FLOP floor counts: matrix products and convolutions, in every form ONNX Runtime's
+# fusions and quantized variants give them. Elementwise QLinear* operators (QLinearAdd, QLinearMul, ...) and fused
+# attention blocks (which also hold softmax and masking) are not among them.
+FLOP_CLASS_OPS: frozenset[str] = frozenset(
+    {
+        "MatMul",
+        "FusedMatMul",
+        "Gemm",
+        "FusedGemm",
+        "QGemm",
+        "Conv",
+        "FusedConv",
+        "NhwcConv",
+        "NhwcFusedConv",
+        "ConvTranspose",
+        "ConvInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "MatMulNBits",
+        "MatMulBnb4",
+    }
+)
+PIXEL_VALUES = "pixel_values"  # the vision graph's input (the model folder's contract)
+
+
+class ProfileFailed(RuntimeError):
+    """The profiling child could not open or run the graph, or its profile held no profiled run."""
+
+
+@dataclass(frozen=True)
+class OperatorTime:
+    op_type: str
+    ms: float  # kernel time summed over the nodes of this type, in the profiled run
+    count: int  # kernel calls (nodes run) of this type
+
+    @property
+    def flop_class(self) -> bool:
+        return self.op_type in FLOP_CLASS_OPS
+
+
+@dataclass(frozen=True)
+class OperatorBreakdown:
+    """Kernel time per operator type in one profiled run, slowest first."""
+
+    operators: tuple[OperatorTime, ...]
+    run_ms: float  # the profiler's own span of the run (kernels and what lies between them)
+
+    @property
+    def kernel_ms(self) -> float:
+        return sum(op.ms for op in self.operators)
+
+    @property
+    def flop_class_ms(self) -> float:
+        return sum(op.ms for op in self.operators if op.flop_class)
+
+    @property
+    def other_ms(self) -> float:
+        return sum(op.ms for op in self.operators if not op.flop_class)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_ms": self.run_ms,
+            "kernel_ms": self.kernel_ms,
+            "flop_class_ms": self.flop_class_ms,
+            "other_ms": self.other_ms,
+            "ops": [{**asdict(op), "flop_class": op.flop_class} for op in self.operators],
+        }
+
+
+def parse_profile(events: Iterable[Mapping[str, Any]]) -> OperatorBreakdown:
+    """Kernel time per operator type in the last ``model_run`` of an ONNX Runtime profile (its JSON events).
+
+    Each node run leaves a ``<node>_kernel_time`` event (category ``Node``, microseconds, ``args.op_name``); the
+    ones inside the last run's span are summed, so that the warm-up run before it is left out."""
+    events = list(events)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    if not runs:
+        raise ProfileFailed("the profile holds no model_run event: the graph was not run while profiling")
+    last = max(runs, key=lambda e: e["ts"])
+    start, end = last["ts"], last["ts"] + last["dur"]
+    micros: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        if not start <= event["ts"] <= end:
+            continue
+        op = str(event.get("args", {}).get("op_name", "?"))
+        micros[op] = micros.get(op, 0.0) + float(event["dur"])
+        counts[op] = counts.get(op, 0) + 1
+    operators = sorted(
+        (OperatorTime(op, us / 1000, counts[op]) for op, us in micros.items()), key=lambda o: (-o.ms, o.op_type)
+    )
+    return OperatorBreakdown(tuple(operators), run_ms=last["dur"] / 1000)
+
+
+def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:
+    """Profile the vision encoder of ``variant`` in this process, as the engine would open it (see the module
+    docstring). Returns the breakdown and the run's wall times in ms."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from runtime.engine.sessions import VISION_ENCODER, Graph, choose_providers, graph_file, session_options
+    from runtime.engine.settings import EngineSettings
+    from runtime.florence2.configs import ImageConfig, read_json
+
+    settings = EngineSettings(provider=provider, variant=variant, intra_op_threads=threads)  # type: ignore[arg-type]
+    image = ImageConfig.from_dict(read_json(model_dir / "preprocessor_config.json"))
+    path, resolved = graph_file(model_dir / "onnx", VISION_ENCODER, variant)
+    with tempfile.TemporaryDirectory(prefix="florence-vision-profile-") as scratch:
+        options = session_options(settings)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "vision")
+        started = time.perf_counter()
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=choose_providers(settings.provider, settings.device_id)
+        )
+        load_s = time.perf_counter() - started
+        graph = Graph(VISION_ENCODER, path, resolved, session)
+        # The values do not change the work; standard normal is what normalised pixels look like.
+        pixels = np.random.default_rng(0).standard_normal((1, 3, image.height, image.width), dtype=np.float32)
+        walls = []
+        for _ in range(2):  # warm-up, then the profiled run
+            started = time.perf_counter()
+            graph.run({PIXEL_VALUES: pixels})
+            walls.append(time.perf_counter() - started)
+        profile_path = Path(session.end_profiling())
+        try:
+            events = json.loads(profile_path.read_text())
+        finally:
+            profile_path.unlink(missing_ok=True)
+    return {
+        "variant": variant,
+        "graph": path.name,
+        "providers": session.get_providers(),
+        "threads": threads,
+        "image_size": [image.height, image.width],
+        "load_s": load_s,
+        "warmup_ms": 1000 * walls[0],
+        "wall_ms": 1000 * walls[1],
+        **parse_profile(events).to_dict(),
+    }
+
+
+def profile_in_child(
+    model_dir: Path, variant: str, log_path: Path, *, provider: str = "cpu", threads: int = 0, timeout_s: float
+) -> dict[str, Any]:
+    """``profile_vision_encoder`` in a child process under the benchmark's memory guard; its stderr goes to
+    ``log_path``, whose tail is quoted when it fails."""
+    command = [
+        sys.executable, "-m", "bench.vision_profile", str(model_dir),
+        "--variant", variant, "--provider", provider, "--threads", str(threads),
+    ]  # fmt: skip
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        watch = MemoryWatch(psutil.Process(child.pid), DEFAULT_FLOOR_BYTES)
+        try:
+            stdout, _ = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise ProfileFailed(f"profiling the {variant} vision encoder took over {timeout_s:.0f} s") from None
+        finally:
+            peak = watch.stop()
+    answer = _last_json_line(stdout)
+    if child.returncode != 0 or "error" in answer or not answer:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        reason = watch.killed_because or answer.get("error") or tail
+        raise ProfileFailed(f"profiling the {variant} vision encoder failed (exit code {child.returncode}): {reason}")
+    return {**answer, "peak_rss_bytes": peak}
+
+
+def _last_json_line(stdout: str) -> dict[str, Any]:
+    """The child's answer: its last line (a library may have printed before it); empty when there is none."""
+    lines = stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.vision_profile", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--variant", default="fp32")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: ONNX Runtime's default")
+    args = parser.parse_args(argv)
+    try:
+        result = profile_vision_encoder(args.model_dir, args.variant, args.provider, args.threads)
+    except Exception as exc:  # answered to the parent, which records it in the results and goes on
+        traceback.print_exc()
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
