@@ -220,7 +220,11 @@ def _server(results: dict[str, Any]) -> list[str]:
     server = results.get("server")
     if not server:
         return []
-    lines = [f"## HTTP server ({server.get('variant', '?')}, {server.get('max_tokens', '?')}-token requests)", ""]
+    lines = [
+        f"## HTTP server ({server.get('variant', '?')}, {server.get('max_tokens', '?')}-token requests, the model's "
+        "default beams)",
+        "",
+    ]
     rss = server.get("rss", {})
     if "ready_s" in server:
         lines += [
