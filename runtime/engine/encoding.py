@@ -34,25 +34,6 @@ def pad_right(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray
     return ids, mask
 
 
-def encode(
-    runner: GraphRunner,
-    pixel_values: np.ndarray,
-    prompts: Sequence[Sequence[int]],
-    pad_id: int,
-    vision_batch_size: int | None = None,
-) -> Encoded:
-    """``pixel_values`` [batch, 3, H, W] and one prompt (``<s> ... </s>`` ids) per image.
-
-    The vision encoder sees at most ``vision_batch_size`` images per run (None: all at once).
-    """
-    started = time.perf_counter()
-    features = image_features(runner, pixel_values, vision_batch_size)
-    vision = time.perf_counter() - started
-    encoded = encode_prompts(runner, features, prompts, pad_id)
-    encoded.timings["vision"] = vision
-    return encoded
-
-
 def image_features(runner: GraphRunner, pixel_values: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """Vision-encoder features [batch, image tokens, d_model], at most ``chunk`` images per run (None: all)."""
     step = chunk or len(pixel_values)

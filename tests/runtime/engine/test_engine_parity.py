@@ -17,7 +17,7 @@ from engine_cases import MAX_NEW_TOKENS, request, run_direct
 from engine_oracle import TIE_TOLERANCE, Case, Oracle, Reference, parity_failures
 
 from runtime.engine.decoder import OrtDecoder
-from runtime.engine.encoding import encode
+from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
 from runtime.engine.pipeline import Pipeline
 from runtime.engine.sessions import DECODER, ENCODER, VISION_ENCODER, GraphRunner, TensorSpec
@@ -87,9 +87,8 @@ def test_teacher_forced_logits_are_close(oracle: Oracle, engine: Florence2Engine
     worst = 0.0
     for case, reference in zip(cases, solo_references(oracle, cases, 1), strict=True):
         job = engine.prepare(request(case, 1))
-        encoded = encode(
-            engine.runner, engine.processor.preprocess([case.image]), [job.prompt_ids], engine.processor.pad_id
-        )
+        features = image_features(engine.runner, engine.processor.preprocess([case.image]))
+        encoded = encode_prompts(engine.runner, features, [job.prompt_ids], engine.processor.pad_id)
         decoder = OrtDecoder(engine.runner, encoded.hidden_states, encoded.attention_mask)
         logits = decoder.start(np.array([engine.config.decoder_start_token_id]))
         for step, expected in enumerate(reference.logits):

@@ -15,7 +15,7 @@ from engine_cases import noise_image, run_direct
 
 from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.decoder import OrtDecoder
-from runtime.engine.encoding import encode
+from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
 from runtime.engine.sessions import DECODER, GRAPHS, GraphRunner, TensorSpec, choose_providers, open_sessions
 from runtime.errors import ModelLoadFailed
@@ -119,9 +119,8 @@ def test_decoder_cache_protocol(engine: Florence2Engine) -> None:
     self-attention KV passed on as returned (greedy: no reorder, no copy)."""
     recording = Recording(engine.runner)
     job = engine.prepare(TaskRequest(image=noise_image((50, 70), 2), task="<CAPTION>"))
-    encoded = encode(
-        recording, engine.processor.preprocess([job.request.image]), [job.prompt_ids], engine.processor.pad_id
-    )
+    features = image_features(recording, engine.processor.preprocess([job.request.image]))
+    encoded = encode_prompts(recording, features, [job.prompt_ids], engine.processor.pad_id)
     decoder = OrtDecoder(recording, encoded.hidden_states, encoded.attention_mask)
     decoder.start(np.array([2]))
     for token in (0, 5, 6):
