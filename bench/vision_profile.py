@@ -10,8 +10,8 @@ could come to the floor even if every other operator cost nothing.
 
 The graph is opened in a child process (``profile_in_child``), so that its session (the large fp32 encoder is a
 1.4 GB file, 2.4 GiB resident once run) never lives in the benchmark's own process; the child prints one JSON
-object. The session is the one the engine builds (its variant file, providers and session options, from
-``runtime.engine.sessions``) with profiling on; it runs once to warm up and once profiled on one image of the
+object. The graph is the one the engine builds (``runtime.engine.sessions.open_graph``: its variant file,
+providers, session and run options) with profiling on; it runs once to warm up and once profiled on one image of the
 processor's size, and only the profiled run is counted. The profile file is deleted afterwards.
 """
 
@@ -140,25 +140,21 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
     """Profile the vision encoder of ``variant`` in this process, as the engine would open it (see the module
     docstring). Returns the breakdown and the run's wall times in ms."""
     import numpy as np
-    import onnxruntime as ort
 
-    from runtime.engine.sessions import VISION_ENCODER, Graph, choose_providers, graph_file, session_options
+    from runtime.engine.sessions import VISION_ENCODER, choose_providers, open_graph, session_options
     from runtime.engine.settings import EngineSettings
     from runtime.florence2.configs import ImageConfig, read_json
 
     settings = EngineSettings(provider=provider, variant=variant, intra_op_threads=threads)  # type: ignore[arg-type]
     image = ImageConfig.from_dict(read_json(model_dir / "preprocessor_config.json"))
-    path, resolved = graph_file(model_dir / "onnx", VISION_ENCODER, variant)
     with tempfile.TemporaryDirectory(prefix="florence-vision-profile-") as scratch:
-        options = session_options(settings)
+        options = session_options(settings, VISION_ENCODER)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "vision")
         started = time.perf_counter()
-        session = ort.InferenceSession(
-            str(path), sess_options=options, providers=choose_providers(settings.provider, settings.device_id)
-        )
+        providers = choose_providers(settings.provider, settings.device_id)
+        graph = open_graph(model_dir / "onnx", VISION_ENCODER, settings, providers, options)
         load_s = time.perf_counter() - started
-        graph = Graph(VISION_ENCODER, path, resolved, session)
         # The values do not change the work; standard normal is what normalised pixels look like.
         pixels = np.random.default_rng(0).standard_normal((1, 3, image.height, image.width), dtype=np.float32)
         walls = []
@@ -166,15 +162,15 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
             started = time.perf_counter()
             graph.run({PIXEL_VALUES: pixels})
             walls.append(time.perf_counter() - started)
-        profile_path = Path(session.end_profiling())
+        profile_path = Path(graph.session.end_profiling())
         try:
             events = json.loads(profile_path.read_text())
         finally:
             profile_path.unlink(missing_ok=True)
     return {
         "variant": variant,
-        "graph": path.name,
-        "providers": session.get_providers(),
+        "graph": graph.path.name,
+        "providers": graph.session.get_providers(),
         "threads": threads,
         "image_size": [image.height, image.width],
         "load_s": load_s,

@@ -282,19 +282,31 @@ def release_free_heap() -> None:
         _MALLOC_TRIM(0)
 
 
+def open_graph(
+    onnx_dir: Path,
+    name: str,
+    settings: EngineSettings,
+    providers: list[Any],
+    options: ort.SessionOptions | None = None,
+) -> Graph:
+    """The session of graph ``name`` as the engine runs it; ``options`` replaces ``session_options(settings, name)``
+    (the benchmark adds profiling to them)."""
+    path, variant = graph_file(onnx_dir, name, settings.variant)
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options or session_options(settings, name), providers=providers
+        )
+    except Exception as exc:
+        raise ModelLoadFailed(f"ONNX Runtime cannot load {path}: {exc}; export the model again") from exc
+    release_free_heap()
+    trim_heap = settings.release_memory and name in _TRIM_BEFORE_RUN
+    return Graph(name, path, variant, session, run_options(settings, name), trim_heap=trim_heap)
+
+
 def open_sessions(model_dir: Path, settings: EngineSettings) -> Sessions:
     onnx_dir = model_dir / "onnx"
     providers = choose_providers(settings.provider, settings.device_id)
-    created: dict[str, Graph] = {}
-    for name in LOAD_ORDER:
-        path, variant = graph_file(onnx_dir, name, settings.variant)
-        try:
-            session = ort.InferenceSession(str(path), sess_options=session_options(settings, name), providers=providers)
-        except Exception as exc:
-            raise ModelLoadFailed(f"ONNX Runtime cannot load {path}: {exc}; export the model again") from exc
-        release_free_heap()
-        trim_heap = settings.release_memory and name in _TRIM_BEFORE_RUN
-        created[name] = Graph(name, path, variant, session, run_options(settings, name), trim_heap=trim_heap)
+    created = {name: open_graph(onnx_dir, name, settings, providers) for name in LOAD_ORDER}
     graphs = {name: created[name] for name in GRAPHS}
     in_use = tuple(graphs[DECODER].session.get_providers())
     if settings.provider == "cuda" and in_use[0] != _CUDA:
