@@ -10,6 +10,7 @@ import torch
 
 from export.errors import GraphExportFailed
 from export.graphs import GraphSpec
+from export.simplify import drop_single_input_concats
 
 # Protobuf cannot hold a model above 2 GiB; larger graphs keep their weights in a side file.
 _PROTOBUF_LIMIT = 2**31 - 2**26
@@ -34,6 +35,9 @@ def trace_graph(spec: GraphSpec, path: Path, opset: int) -> Path:
             )
     except Exception as exc:
         raise GraphExportFailed(f"could not trace {spec.name} to ONNX: {type(exc).__name__}: {exc}") from exc
+    model = onnx.load(str(path))
+    if drop_single_input_concats(model):
+        save_model(model, path)
     return path
 
 
@@ -50,7 +54,8 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def merge_decoders(decoder: Path, decoder_with_past: Path, out: Path) -> Path:
-    """Fuse the decoders behind ``use_cache_branch``; the with-past branch returns empty cross-attention KV."""
+    """Fuse the decoders behind ``use_cache_branch``; the with-past branch returns empty cross-attention KV.
+    """
     from optimum.onnx import merge_decoders as optimum_merge
 
     try:
