@@ -17,6 +17,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 if TYPE_CHECKING:
     from transformers import Florence2ForConditionalGeneration
 
+from export.cross_attention import shared_cross_attention
 from export.layout import (
     DECODER,
     DECODER_WITH_PAST,
@@ -80,10 +81,12 @@ class Decoder(nn.Module):
 
     Without past it returns self- and cross-attention KV; with past only the self-attention KV (the
     cross-attention KV never changes after the first step, so the merged graph returns empty tensors there).
+    The cross-attention KV is kept once per request and shared by its rows (export/cross_attention.py).
     """
 
     def __init__(self, model: Florence2ForConditionalGeneration, with_past: bool) -> None:
         super().__init__()
+        self.model = model
         self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.with_past = with_past
@@ -99,14 +102,15 @@ class Decoder(nn.Module):
             cache = EncoderDecoderCache.from_legacy_cache(tuple(tuple(past[i : i + 4]) for i in range(0, len(past), 4)))
         else:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        out = self.decoder(
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=cache,
-            use_cache=True,
-            return_dict=True,
-        )
+        with shared_cross_attention(self.model):
+            out = self.decoder(
+                inputs_embeds=inputs_embeds,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                past_key_values=cache,
+                use_cache=True,
+                return_dict=True,
+            )
         logits = self.lm_head(out.last_hidden_state)
         presents: list[torch.Tensor] = []
         for layer in out.past_key_values.to_legacy_cache():
@@ -127,9 +131,10 @@ class GraphSpec:
 
 
 def graph_specs(model: Florence2ForConditionalGeneration, image_size: int = 768) -> list[GraphSpec]:
-    """The five graphs to trace, with example inputs shaped like real traffic (batch 2, padded prompt)."""
+    """The five graphs to trace, with example inputs shaped like real traffic (batch 2, padded prompt; the
+    decoder with past at 2 rows per request, so that the rows sharing a cross-attention cache are traced)."""
     dims = TextDims.of(model)
-    batch, prompt_len, dec_len, past_len = 2, 9, 3, 4
+    batch, prompt_len, dec_len, past_len, beams = 2, 9, 3, 4, 2
     n_image = (image_size // 32) ** 2 + 1
     enc_len = n_image + prompt_len
     gen = torch.Generator().manual_seed(0)
@@ -140,30 +145,36 @@ def graph_specs(model: Florence2ForConditionalGeneration, image_size: int = 768)
     mask[1, -3:] = 0
     enc_states = torch.randn(batch, enc_len, dims.d_model, generator=gen)
     dec_embeds = torch.randn(batch, dec_len, dims.d_model, generator=gen)
-    step_embeds = torch.randn(batch, 1, dims.d_model, generator=gen)
+    rows = batch * beams
+    step_embeds = torch.randn(rows, 1, dims.d_model, generator=gen)
     kv = []
     for _ in range(dims.layers):
-        kv += [torch.randn(batch, dims.heads, past_len, dims.head_dim, generator=gen) for _ in range(2)]
+        kv += [torch.randn(rows, dims.heads, past_len, dims.head_dim, generator=gen) for _ in range(2)]
         kv += [torch.randn(batch, dims.heads, enc_len, dims.head_dim, generator=gen) for _ in range(2)]
 
-    b = "batch_size"
+    b, requests = "batch_size", "encoder_batch_size"
     dec_in = ["inputs_embeds", "encoder_attention_mask", "encoder_hidden_states"]
     dec_axes: dict[str, dict[int, str]] = {
         "inputs_embeds": {0: b, 1: "decoder_sequence_length"},
-        "encoder_attention_mask": {0: b, 1: "encoder_sequence_length"},
-        "encoder_hidden_states": {0: b, 1: "encoder_sequence_length"},
+        "encoder_attention_mask": {0: requests, 1: "encoder_sequence_length"},
+        "encoder_hidden_states": {0: requests, 1: "encoder_sequence_length"},
         "logits": {0: b, 1: "decoder_sequence_length"},
     }
     presents = past_names(dims.layers, "present")
     pasts = past_names(dims.layers)
     no_past_axes = dict(dec_axes)
     for name in presents:
-        no_past_axes[name] = {0: b, 2: "decoder_sequence_length" if ".decoder." in name else "encoder_sequence_length"}
+        self_kv = ".decoder." in name
+        no_past_axes[name] = {
+            0: b if self_kv else requests,
+            2: "decoder_sequence_length" if self_kv else "encoder_sequence_length",
+        }
     with_past_axes = dict(dec_axes)
     for name in pasts:
+        self_kv = ".decoder." in name
         with_past_axes[name] = {
-            0: b,
-            2: "past_decoder_sequence_length" if ".decoder." in name else "encoder_sequence_length_out",
+            0: b if self_kv else requests,
+            2: "past_decoder_sequence_length" if self_kv else "encoder_sequence_length_out",
         }
     self_presents = [n for n in presents if ".decoder." in n]
     for name in self_presents:

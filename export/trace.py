@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.cross_attention import METADATA_KEY, PER_REQUEST
 from export.errors import GraphExportFailed
 from export.graphs import GraphSpec
 from export.simplify import drop_single_input_concats
@@ -55,6 +56,9 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
 
 def merge_decoders(decoder: Path, decoder_with_past: Path, out: Path) -> Path:
     """Fuse the decoders behind ``use_cache_branch``; the with-past branch returns empty cross-attention KV.
+
+    The merged graph's metadata says that it keeps the cross-attention cache once per request (see
+    export/cross_attention.py), which is how the runtime tells it from a per-row graph exported elsewhere.
     """
     from optimum.onnx import merge_decoders as optimum_merge
 
@@ -62,4 +66,6 @@ def merge_decoders(decoder: Path, decoder_with_past: Path, out: Path) -> Path:
         optimum_merge(str(decoder), str(decoder_with_past), save_path=str(out), strict=False)
     except Exception as exc:
         raise GraphExportFailed(f"could not merge {decoder.name} and {decoder_with_past.name}: {exc}") from exc
-    return out
+    merged = onnx.load(str(out))
+    onnx.helper.set_model_props(merged, {METADATA_KEY: PER_REQUEST})
+    return save_model(merged, out)

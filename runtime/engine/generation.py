@@ -26,8 +26,9 @@ class Decoder(Protocol):
     def step(self, token_ids: np.ndarray) -> np.ndarray:
         """Next step with one token per row; float32 logits [rows, vocab]."""
 
-    def select(self, rows: np.ndarray, requests_changed: bool) -> None:
-        """Continue with ``rows`` (indices into the current rows) before the next step."""
+    def select(self, parents: Sequence[np.ndarray], kept: np.ndarray) -> None:
+        """Before the next step: request ``kept[i]`` (a position among the current requests) continues from
+        the current rows ``parents[i]`` (indices into all current rows); the other requests leave."""
 
 
 StepObserver = Callable[[int, Search], None]  # (request index, its search) after each of its steps
@@ -50,21 +51,19 @@ def generate(
         parents: list[np.ndarray] = []
         tokens: list[np.ndarray] = []
         still: list[int] = []
-        requests_changed = False
+        kept: list[int] = []
         offset = 0
-        for index in active:
+        for position, index in enumerate(active):
             search = searches[index]
             rows = search.rows
             local_parents = search.advance(logits[offset : offset + rows])
             if on_step is not None:
                 on_step(index, search)
-            if search.done or (cancelled is not None and cancelled(index)):
-                requests_changed = True
-            else:
-                requests_changed = requests_changed or search.rows != rows
+            if not (search.done or (cancelled is not None and cancelled(index))):
                 parents.append(local_parents + offset)
                 tokens.append(search.next_tokens)
                 still.append(index)
+                kept.append(position)
             offset += rows
         now = time.perf_counter()
         step_seconds.append(now - started)
@@ -72,7 +71,7 @@ def generate(
             break
         active = still
         started = now
-        decoder.select(np.concatenate(parents), requests_changed)
+        decoder.select(parents, np.array(kept))
         logits = decoder.step(np.concatenate(tokens))
     later = step_seconds[1:]
     return {

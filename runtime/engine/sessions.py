@@ -90,6 +90,9 @@ class GraphRunner(Protocol):
 
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]: ...
 
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        """The graph file's custom metadata (ONNX ``metadata_props``)."""
+
     def run(
         self, graph: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]: ...
@@ -119,6 +122,7 @@ class Graph:
             for i in session.get_inputs()
         }
         self.outputs = tuple(o.name for o in session.get_outputs())
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
 
     def prepare(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Keep the inputs the graph declares, in its dtypes (the exporter may have dropped unused ones)."""
@@ -187,6 +191,9 @@ class Sessions:
 
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.graphs[graph].inputs
+
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.graphs[graph].metadata
 
     def run(
         self, graph: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None

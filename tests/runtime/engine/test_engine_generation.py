@@ -66,10 +66,13 @@ class FakeDecoder:
         self.histories = [(*h, int(t)) for h, t in zip(self.histories, token_ids, strict=True)]
         return self._logits()
 
-    def select(self, rows: np.ndarray, requests_changed: bool) -> None:
+    def select(self, parents: Sequence[np.ndarray], kept: np.ndarray) -> None:
+        requests = sorted(set(self.owners), key=self.owners.index)  # current requests, in row order
+        for group, position in zip(parents, kept, strict=True):
+            assert {self.owners[r] for r in group} == {requests[position]}, "rows and kept requests disagree"
+        rows = np.concatenate(parents)
         self.histories = [self.histories[r] for r in rows]
-        if requests_changed:
-            self.owners = [self.owners[r] for r in rows]
+        self.owners = [self.owners[r] for r in rows]
 
     def _logits(self) -> np.ndarray:
         self.steps += 1

@@ -36,6 +36,9 @@ class Exploding:
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.inner.inputs(graph)
 
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
+
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == DECODER and self.armed:
             self.decoder_calls += 1
@@ -164,6 +167,9 @@ class CountingVision:
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.inner.inputs(graph)
 
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
+
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == VISION_ENCODER:
             self.vision_batches.append(len(feeds["pixel_values"]))
@@ -196,6 +202,9 @@ class GatedVision:
 
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.inner.inputs(graph)
+
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == VISION_ENCODER and not self.gate.is_set():

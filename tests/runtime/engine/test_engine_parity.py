@@ -172,6 +172,9 @@ class Perturbed:
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.inner.inputs(graph)
 
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
+
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph != self.graph:
             return self.inner.run(graph, feeds, outputs)

@@ -107,6 +107,9 @@ class Recording:
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
         return self.inner.inputs(graph)
 
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
+
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         values = self.inner.run(graph, feeds, outputs)
         if graph == DECODER:
@@ -124,7 +127,7 @@ def test_decoder_cache_protocol(engine: Florence2Engine) -> None:
     decoder = OrtDecoder(recording, encoded.hidden_states, encoded.attention_mask)
     decoder.start(np.array([2]))
     for token in (0, 5, 6):
-        decoder.select(np.array([0]), requests_changed=False)
+        decoder.select([np.array([0])], np.array([0]))
         decoder.step(np.array([token]))
     (first, first_outputs), *later = recording.calls
     assert len(later) == 3
