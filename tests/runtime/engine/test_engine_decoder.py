@@ -18,9 +18,9 @@ import pytest
 from engine_cases import noise_image, run_direct
 
 from runtime.engine import EngineSettings, TaskRequest, load
-from runtime.engine.decoder import CROSS_CACHE_KEY, PER_REQUEST
+from runtime.engine.decoder import CROSS_CACHE_KEY, PER_REQUEST, OrtDecoder
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, GraphRunner, TensorSpec, open_sessions
+from runtime.engine.sessions import DECODER, EMBED_TOKENS, GraphRunner, TensorSpec, open_sessions
 
 SELF_KEY, CROSS_KEY = "past_key_values.0.decoder.key", "past_key_values.0.encoder.key"
 
@@ -121,3 +121,18 @@ def test_batch_check_fails_when_requests_read_each_others_cross_cache(
     runner = DecoderFeeds(open_sessions(tiny_model_dir, EngineSettings()), corrupt=swap_requests)
     assert run_batch(tiny_model_dir, runner) != alone
 
+
+def test_beam_reorders_move_rows_in_place(engine: Florence2Engine) -> None:
+    """A permutation with a cycle and a duplicated row, on the decoder's own cache arrays (which ONNX Runtime
+    returns writable): the result equals a fresh gather, in the same buffer."""
+    decoder = OrtDecoder(engine.runner, np.zeros((1, 4, 8), np.float32), np.ones((1, 4), np.int64))
+    cache = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    for rows in (np.array([1, 2, 0, 3, 3]), np.array([0, 1, 2, 4, 4]), np.arange(5)):
+        expected = cache[rows]
+        reordered = decoder._reorder(cache, rows)
+        assert reordered is cache
+        np.testing.assert_array_equal(reordered, expected)
+    fewer = decoder._reorder(cache, np.array([4, 0]))  # requests left: a smaller, new array
+    np.testing.assert_array_equal(fewer, cache[[4, 0]])
+    outputs = engine.runner.run(EMBED_TOKENS, {"input_ids": np.array([[2]])})
+    assert outputs[0].flags.writeable
