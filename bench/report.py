@@ -228,7 +228,7 @@ def _server(results: dict[str, Any]) -> list[str]:
     rss = server.get("rss", {})
     if "ready_s" in server:
         lines += [
-            f"Ready in {server['ready_s']:.1f} s. Peak RSS {_mib(rss.get('peak_bytes'))} MiB for "
+            f"Ready in {server['ready_s']:.1f} s. Peak RSS over the run {_mib(rss.get('peak_bytes'))} MiB for "
             f"{_mib(rss.get('weight_bytes'))} MiB of weights ({_x(rss.get('peak_over_weights'))}).",
             "",
         ]
@@ -247,11 +247,14 @@ def _server(results: dict[str, Any]) -> list[str]:
                 _ms(latency["p95"]),
                 _ms(latency["p99"]),
                 ", ".join(f"{k}:{v}" for k, v in level["batch_sizes"].items()) or "–",
+                *_level_memory(level, rss.get("weight_bytes")),
             ]
         )
     if rows:
         header = ["clients", "ok", "req/s", "tok/s", "tok/req", "x serial", "p50 ms", "p95 ms", "p99 ms"]
-        lines += _table([*header, "batch sizes (le:count)"], rows)
+        memory = ["peak RSS MiB", "x weights", "KV cache MiB", "(peak - KV) x weights"]
+        lines += _table([*header, "batch sizes (le:count)", *memory], rows)
+        lines += ["", _memory_method(server)]
     overhead = server.get("overhead") or {}
     if "p50_ms" in overhead:
         lines += [
@@ -269,6 +272,35 @@ def _server(results: dict[str, Any]) -> list[str]:
     if server.get("error"):
         lines += ["", f"The load test stopped early: {server['error']}"]
     return lines
+
+
+def _level_memory(level: dict[str, Any], weight_bytes: int | None) -> list[str]:
+    """Peak RSS of the level, over the weights; the KV cache of its largest batch; the peak less that cache."""
+    peak = (level.get("rss") or {}).get("peak_bytes")
+    kv = (level.get("kv_cache") or {}).get("bytes")
+    rest = peak - kv if peak and kv else None
+    return [_mib(peak), _x(_over(peak, weight_bytes)), _mib(kv), _x(_over(rest, weight_bytes))]
+
+
+def _over(count: int | None, weight_bytes: int | None) -> float | None:
+    return count / weight_bytes if count and weight_bytes else None
+
+
+def _memory_method(server: dict[str, Any]) -> str:
+    levels = server.get("levels", [])
+    sources = dict.fromkeys(lv["rss"]["source"] for lv in levels if lv.get("rss"))
+    kv = next((lv["kv_cache"] for lv in levels if lv.get("kv_cache")), None)
+    text = "Peak RSS per level: " + ("; ".join(sources) or "not measured") + "."
+    if kv:
+        text += (
+            f" KV cache: counted from config.json (bench/kv_cache.py) at the level's largest batch (the upper bound of "
+            f"its /metrics bucket) x {kv['beams']} beams, {kv['encoder_tokens']} encoder tokens, as many "
+            f"self-attention positions as tokens generated, {kv['itemsize']}-byte elements; the cross-attention cache "
+            f"is held once per {kv['cross_rows']}, as the decoder graph declares."
+        )
+    else:
+        text += " KV cache: " + ((server.get("rss") or {}).get("kv_cache_note") or "not counted") + "."
+    return text
 
 
 def _parts(overhead: dict[str, Any]) -> str:

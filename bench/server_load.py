@@ -16,7 +16,13 @@ or, where it has no such header, in a per-stage seconds histogram of ``/metrics`
 (requests are sequential) is that request's model time. The ``preprocess`` and ``queue`` entries, when
 reported, are given apart as parts of the overhead.
 
-Peak server RSS is the server process's high-water mark (``VmHWM``), polled as well in case it is unavailable.
+Peak server RSS is the server process's high-water mark (``VmHWM``), polled as well in case it is unavailable:
+for the whole run, and for each level alone (the mark is reset before each level; bench/memory.py). Beside each
+level's peak, the KV cache the decoder holds at the level's largest batch is counted from the model's config
+(bench/kv_cache.py): the batch from ``/metrics`` (the upper bound of its histogram bucket, at most the level's
+clients), rows = requests x the model's default beams, the encoder length from the requests' ``prompt_tokens``
+(image and prompt tokens), the self-attention length from their ``completion_tokens``; the cross-attention cache is
+counted once per request or once per row as the decoder graph declares.
 A level the server does not survive (out of memory, crash) ends the load test; the levels before it are kept.
 """
 
@@ -31,11 +37,13 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from bench import workload
+from bench.kv_cache import DecoderCache
+from bench.memory import MemoryWatch, WindowPeak
 from bench.prometheus import Histogram, histograms
 from bench.server_process import ServerConfig, ServerProcess
 
@@ -65,6 +73,7 @@ class Sample:
     latency_s: float
     status: int
     completion_tokens: int = 0
+    prompt_tokens: int = 0  # what the encoder saw: image tokens and prompt tokens
     timing: dict[str, float] = field(default_factory=dict)  # the Server-Timing entries, in seconds
     error: str | None = None
 
@@ -124,7 +133,8 @@ async def _send(session: aiohttp.ClientSession, url: str, body: bytes) -> Sample
             if response.status != 200:
                 return Sample(latency, response.status, timing=timing, error=payload[:300].decode(errors="replace"))
             usage = json.loads(payload).get("usage") or {}
-            return Sample(latency, 200, int(usage.get("completion_tokens", 0)), timing)
+            tokens = int(usage.get("completion_tokens", 0))
+            return Sample(latency, 200, tokens, int(usage.get("prompt_tokens", 0)), timing)
     except (TimeoutError, aiohttp.ClientError) as exc:
         return Sample(time.perf_counter() - started, 0, error=f"{type(exc).__name__}: {exc}")
 
@@ -180,7 +190,19 @@ class Level:
             },
             "batch_sizes": self.batch.counts(),
             "batch_size_mean": self.batch.mean,
+            "batch_size_max": largest_batch(self.batch, self.concurrency),
+            "prompt_tokens_max": max((s.prompt_tokens for s in ok), default=0),
+            "completion_tokens_max": max((s.completion_tokens for s in ok), default=0),
         }
+
+
+def largest_batch(batch: Histogram, clients: int) -> int | None:
+    """The largest batch of a level: the upper bound of the highest bucket with an observation, and at most the
+    level's clients (each has one request in flight). None when no batch was observed."""
+    bounds = [le for le, count in batch.counts().items() if count > 0]
+    if not bounds:
+        return None
+    return min(clients, max(clients if le == "+Inf" else int(float(le)) for le in bounds))
 
 
 async def run_level(session: aiohttp.ClientSession, base: str, model: str, plan: ServerPlan, clients: int) -> Level:
@@ -251,7 +273,36 @@ async def measure_overhead(session: aiohttp.ClientSession, base: str, model: str
     return result
 
 
-async def _drive(server: ServerProcess, plan: ServerPlan, result: dict[str, Any], progress: Any) -> None:
+def level_rss(peak: WindowPeak, weight_bytes: int) -> dict[str, Any]:
+    return {
+        "peak_bytes": peak.bytes,
+        "peak_over_weights": peak.bytes / weight_bytes if weight_bytes else None,
+        "source": peak.source,
+    }
+
+
+def level_kv_cache(level: dict[str, Any], cache: DecoderCache) -> dict[str, Any]:
+    """The KV cache at the level's largest batch, or nothing where the level saw no batch or no token counts."""
+    requests = level["batch_size_max"]
+    if not requests or not level["prompt_tokens_max"] or not level["completion_tokens_max"]:
+        return {}
+    return {"kv_cache": cache.at(requests, level["prompt_tokens_max"], level["completion_tokens_max"]).to_dict()}
+
+
+class Served(Protocol):
+    """What the load test needs of the server under test (bench/server_process.py; a stand-in in tests)."""
+
+    base: str
+    memory: MemoryWatch
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> float: ...
+
+    def exit_reason(self) -> str | None: ...
+
+
+async def drive(
+    server: Served, plan: ServerPlan, cache: DecoderCache | None, result: dict[str, Any], progress: Any
+) -> None:
     """Fill ``result`` as the load test goes, so that what was measured survives a server that dies."""
     timeout = aiohttp.ClientTimeout(total=plan.request_timeout_s + 30)
     connector = aiohttp.TCPConnector(limit=max(plan.concurrency) + 2)
@@ -266,15 +317,27 @@ async def _drive(server: ServerProcess, plan: ServerPlan, result: dict[str, Any]
         overhead = result["overhead"]
         progress(f"server overhead: {overhead.get('p50_ms', overhead.get('note', overhead.get('error')))}")
         for clients in plan.concurrency:
+            server.memory.start_window()
             level = (await run_level(session, server.base, model, plan, clients)).to_dict()
+            level["rss"] = level_rss(server.memory.window_peak(), plan.weight_bytes)
+            if cache is not None:
+                level |= level_kv_cache(level, cache)
             result["levels"].append(level)
             progress(
                 f"{clients:>3} clients: {level['ok']} ok, {level['errors']} errors, "
-                f"{level['throughput_tokens_per_s'] or 0:.1f} tok/s, p95 {level['latency_s']['p95'] or 0:.2f} s"
+                f"{level['throughput_tokens_per_s'] or 0:.1f} tok/s, p95 {level['latency_s']['p95'] or 0:.2f} s, "
+                f"peak RSS {level['rss']['peak_bytes'] / 2**20:,.0f} MiB"
             )
             reason = server.exit_reason()
             if reason:
                 raise RuntimeError(f"at {clients} clients: {reason}")
+
+
+def _decoder_cache(plan: ServerPlan) -> tuple[DecoderCache | None, str | None]:
+    try:
+        return DecoderCache.from_model_dir(plan.model_dir, plan.variant), None
+    except (OSError, KeyError, ValueError) as exc:
+        return None, f"KV cache not counted: {type(exc).__name__}: {exc}"
 
 
 def run(plan: ServerPlan, log_dir: Path, progress: Any = print) -> dict[str, Any]:
@@ -288,10 +351,11 @@ def run(plan: ServerPlan, log_dir: Path, progress: Any = print) -> dict[str, Any
         max_new_tokens=max(plan.max_tokens, 1),
         request_timeout_s=plan.request_timeout_s,
     )
+    cache, cache_note = _decoder_cache(plan)  # read before the server starts: the decoder graph is parsed
     server = ServerProcess(config, log_dir / "server.log", functions_dir)
     result: dict[str, Any] = {"levels": [], "overhead": {}, "max_tokens": plan.max_tokens, "variant": plan.variant}
     try:
-        asyncio.run(_drive(server, plan, result, progress))
+        asyncio.run(drive(server, plan, cache, result, progress))
     except (RuntimeError, aiohttp.ClientError, OSError) as exc:  # the server died or never came up
         result["error"] = server.exit_reason() or f"{type(exc).__name__}: {exc}"
         progress(f"server load test stopped: {result['error']}")
@@ -310,4 +374,6 @@ def run(plan: ServerPlan, log_dir: Path, progress: Any = print) -> dict[str, Any
         "weight_bytes": plan.weight_bytes,
         "peak_over_weights": peak / plan.weight_bytes if plan.weight_bytes else None,
     }
+    if cache_note:
+        result["rss"]["kv_cache_note"] = cache_note
     return result

@@ -62,7 +62,12 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
         assert level["errors"] == 0 and level["ok"] >= level["concurrency"]
         assert level["latency_s"]["p95"] > 0 and level["throughput_tokens_per_s"] > 0
         assert sum(level["batch_sizes"].values()) == level["ok"]  # every request's batch was seen in /metrics
+        assert 0 < level["rss"]["peak_bytes"] <= server["rss"]["peak_bytes"], level["rss"]
+        assert level["kv_cache"]["beams"] == 3 and level["kv_cache"]["requests"] == level["batch_size_max"]
+        assert level["kv_cache"]["bytes"] > 0
     assert server["rss"]["peak_bytes"] > 0
+    peak = next(target for target in results["targets"] if target["name"].startswith("peak server RSS"))
+    assert peak["note"].startswith("1 client: peak") and "KV cache of the largest batch" in peak["note"]
     assert "requests" in server["overhead"]
 
     profiles = results["vision_profile"]
@@ -85,4 +90,5 @@ def test_markdown_and_plot_are_written(quick_run: Path) -> None:
     for heading in ("## Targets", "## Side by side", "## Floors", "## Vision encoder by operator", "## HTTP server"):
         assert heading in markdown
     assert "engine-int8" in markdown
+    assert "| peak RSS MiB | x weights | KV cache MiB |" in markdown
     assert _one(quick_run, "png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
