@@ -12,13 +12,15 @@ The graph is opened in a child process (``profile_in_child``), so that its sessi
 1.4 GB file, 2.4 GiB resident once run) never lives in the benchmark's own process; the child prints one JSON
 object. The graph is the one the engine builds (``runtime.engine.sessions.open_graph``: its variant file,
 providers, session and run options) with profiling on; it runs once to warm up and once profiled on one image of the
-processor's size, and only the profiled run is counted. The profile file is deleted afterwards.
+processor's size, and only the profiled run is counted; that run's memory high-water mark over the resident set
+before it is what the graph's activations take. The profile file is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from bench.memory import DEFAULT_FLOOR_BYTES, MemoryWatch
+from bench.memory import DEFAULT_FLOOR_BYTES, MemoryWatch, ProcHighWaterMark
 
 # Variants whose vision encoder the benchmark profiles, where the folder has them: fp32 (the target) and int8 (the
 # fastest vision encoder on a CPU; q4 reads the int8 file).
@@ -141,7 +143,7 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
     docstring). Returns the breakdown and the run's wall times in ms."""
     import numpy as np
 
-    from runtime.engine.sessions import VISION_ENCODER, choose_providers, open_graph, session_options
+    from runtime.engine.sessions import VISION_ENCODER, choose_providers, open_graph, release_free_heap, session_options
     from runtime.engine.settings import EngineSettings
     from runtime.florence2.configs import ImageConfig, read_json
 
@@ -157,11 +159,16 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
         load_s = time.perf_counter() - started
         # The values do not change the work; standard normal is what normalised pixels look like.
         pixels = np.random.default_rng(0).standard_normal((1, 3, image.height, image.width), dtype=np.float32)
-        walls = []
-        for _ in range(2):  # warm-up, then the profiled run
-            started = time.perf_counter()
-            graph.run({PIXEL_VALUES: pixels})
-            walls.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        graph.run({PIXEL_VALUES: pixels})  # warm-up
+        warmup_s = time.perf_counter() - started
+        release_free_heap()
+        mark = ProcHighWaterMark(os.getpid())
+        resident, reset_failure = psutil.Process().memory_info().rss, mark.reset()
+        started = time.perf_counter()
+        graph.run({PIXEL_VALUES: pixels})
+        wall_s = time.perf_counter() - started
+        peak = mark.read()
         profile_path = Path(graph.session.end_profiling())
         try:
             events = json.loads(profile_path.read_text())
@@ -174,8 +181,11 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
         "threads": threads,
         "image_size": [image.height, image.width],
         "load_s": load_s,
-        "warmup_ms": 1000 * walls[0],
-        "wall_ms": 1000 * walls[1],
+        "warmup_ms": 1000 * warmup_s,
+        "wall_ms": 1000 * wall_s,
+        # What one run needs besides the loaded graph (activations, in the engine's arena): the high-water mark of
+        # the profiled run over the resident set before it.
+        "activation_peak_bytes": None if reset_failure or peak is None else max(peak - resident, 0),
         **parse_profile(events).to_dict(),
     }
 

@@ -67,7 +67,8 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
         assert level["kv_cache"]["bytes"] > 0
     assert server["rss"]["peak_bytes"] > 0
     peak = next(target for target in results["targets"] if target["name"].startswith("peak server RSS"))
-    assert peak["note"].startswith("1 client: peak") and "KV cache of the largest batch" in peak["note"]
+    assert peak["note"].startswith("one image's vision activations") and "1 client: peak" in peak["note"]
+    assert "KV cache of the largest batch" in peak["note"]
     assert "requests" in server["overhead"]
 
     profiles = results["vision_profile"]

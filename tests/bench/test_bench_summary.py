@@ -65,6 +65,8 @@ def test_the_note_takes_the_eight_client_peak_apart() -> None:
     target = next(t for t in summary.targets({}, {}, Job(20, 1), server) if t.name.startswith("peak server RSS"))
     assert target.measured == 2.0  # the run's peak, which is the 8-client one here
     assert target.note == summary.rss_note(server)
+    profiled = summary.rss_note(server, {"activation_peak_bytes": 810 * MiB})
+    assert profiled.startswith("one image's vision activations 810 MiB = 0.27x weights (profiled run); 1 client:")
 
 
 def test_the_note_says_which_peaks_were_polled_and_skips_what_was_not_run() -> None:

@@ -159,6 +159,10 @@ def test_a_real_profile_of_the_tiny_vision_encoder(
     assert profile["flop_class_ms"] > 0 and profile["other_ms"] > 0
     assert profile["kernel_ms"] <= profile["run_ms"] * 1.001  # one sequential run's kernels lie inside its span
     assert profile["peak_rss_bytes"] > 0
+    # The run's activations hold at least the first stage's window-attention scores at once: 16 x 16 windows of
+    # 12 x 12 tokens, 2 heads (the tiny config), float32.
+    scores = 256 * 2 * 144 * 144 * 4
+    assert scores < profile["activation_peak_bytes"] < 1024**3
 
 
 def test_a_graph_that_cannot_be_opened_fails_with_its_reason(tmp_path: Path) -> None:
