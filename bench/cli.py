@@ -125,7 +125,9 @@ def run(settings: BenchSettings) -> dict[str, Any]:
             results["floors_method"] = FLOORS_METHOD
         if settings.vision_profile:
             vision_floor_s = summary.vision_floor_s(shape, machine.best_of(probes))
-            results["vision_profile"] = _profile_vision(settings, available, vision_floor_s, log_dir)
+            results["vision_profile"] = _profile_vision(
+                settings, available, vision_floor_s, machine.best_of(probes).memory_read_gbps, log_dir
+            )
         if settings.server:
             served = settings.server_variant or ("fp32" if "fp32" in available else available[0])
             if served in available:
@@ -194,10 +196,10 @@ def profiled_variants(settings: BenchSettings, available: tuple[str, ...]) -> li
 
 
 def _profile_vision(
-    settings: BenchSettings, available: tuple[str, ...], floor_s: float, log_dir: Path
+    settings: BenchSettings, available: tuple[str, ...], floor_s: float, read_gbps: float, log_dir: Path
 ) -> dict[str, Any]:
-    """Each profiled variant's vision encoder by operator type, with its figures in units of the compute floor;
-    a variant that failed holds its error."""
+    """Each profiled variant's vision encoder by operator type, with its figures in units of the compute floor
+    (the memory-bound operators also against the read bandwidth); a variant that failed holds its error."""
     profiles: dict[str, Any] = {}
     for variant in profiled_variants(settings, available):
         _progress(f"profiling the {variant} vision encoder by operator type")
@@ -214,7 +216,7 @@ def _profile_vision(
             _progress(f"  {exc}")
             profiles[variant] = {"variant": variant, "error": str(exc)}
             continue
-        profiles[variant] = {**profile, "floor": summary.vision_against_floor(profile, floor_s)}
+        profiles[variant] = {**profile, "floor": summary.vision_against_floor(profile, floor_s, read_gbps)}
         floor = profiles[variant]["floor"]
         _progress(
             f"  {profile['wall_ms']:,.0f} ms: FLOP-class kernels {profile['flop_class_ms']:,.0f} ms "

@@ -180,6 +180,14 @@ def _vision_profile(results: dict[str, Any]) -> list[str]:
                 f"compute floor; other ops {_ms(profile['other_ms'] / 1000)} ms = {_x(floor['other_x'])} the floor; "
                 f"so the stage is at best {_x(floor['flop_class_x'])} the floor even if every other op cost nothing.",
             ]
+            if "best_x" in floor:
+                lines += [
+                    "",
+                    f"The other ops read and write {profile['other_bytes'] / 1e9:,.1f} GB (their tensors' shapes in "
+                    f"the profile), at least {_ms(floor['other_floor_ms'] / 1000)} ms at the measured read bandwidth: "
+                    f"with them at that floor and the FLOP-class kernels as measured, {_x(floor['best_x'])} the "
+                    "compute floor.",
+                ]
     return lines
 
 

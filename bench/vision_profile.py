@@ -64,6 +64,9 @@ FLOP_CLASS_OPS: frozenset[str] = frozenset(
         "MatMulBnb4",
     }
 )
+# Operators that move no tensor data in ONNX Runtime: they alias their input (a reshape is a view) or read shapes.
+# Their bytes are not counted in what the memory-bound operators move.
+VIEW_OPS: frozenset[str] = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size"})
 PIXEL_VALUES = "pixel_values"  # the vision graph's input (the model folder's contract)
 
 
@@ -76,6 +79,8 @@ class OperatorTime:
     op_type: str
     ms: float  # kernel time summed over the nodes of this type, in the profiled run
     count: int  # kernel calls (nodes run) of this type
+    bytes: int = 0  # tensor bytes its calls read and wrote (inputs and outputs, as the profiler saw their shapes;
+    # 0 for VIEW_OPS)
 
     @property
     def flop_class(self) -> bool:
@@ -101,12 +106,18 @@ class OperatorBreakdown:
     def other_ms(self) -> float:
         return sum(op.ms for op in self.operators if not op.flop_class)
 
+    @property
+    def other_bytes(self) -> int:
+        """What the memory-bound operators move at the least: each reads its inputs and writes its outputs once."""
+        return sum(op.bytes for op in self.operators if not op.flop_class)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_ms": self.run_ms,
             "kernel_ms": self.kernel_ms,
             "flop_class_ms": self.flop_class_ms,
             "other_ms": self.other_ms,
+            "other_bytes": self.other_bytes,
             "ops": [{**asdict(op), "flop_class": op.flop_class} for op in self.operators],
         }
 
@@ -124,18 +135,52 @@ def parse_profile(events: Iterable[Mapping[str, Any]]) -> OperatorBreakdown:
     start, end = last["ts"], last["ts"] + last["dur"]
     micros: dict[str, float] = {}
     counts: dict[str, int] = {}
+    moved: dict[str, int] = {}
     for event in events:
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
             continue
         if not start <= event["ts"] <= end:
             continue
-        op = str(event.get("args", {}).get("op_name", "?"))
+        args = event.get("args", {})
+        op = str(args.get("op_name", "?"))
         micros[op] = micros.get(op, 0.0) + float(event["dur"])
         counts[op] = counts.get(op, 0) + 1
+        if op not in VIEW_OPS:
+            moved[op] = moved.get(op, 0) + _tensor_bytes(args.get("input_type_shape"))
+            moved[op] += _tensor_bytes(args.get("output_type_shape"))
     operators = sorted(
-        (OperatorTime(op, us / 1000, counts[op]) for op, us in micros.items()), key=lambda o: (-o.ms, o.op_type)
+        (OperatorTime(op, us / 1000, counts[op], moved.get(op, 0)) for op, us in micros.items()),
+        key=lambda o: (-o.ms, o.op_type),
     )
     return OperatorBreakdown(tuple(operators), run_ms=last["dur"] / 1000)
+
+
+# Element sizes of the type names ONNX Runtime's profiler writes in ``input_type_shape`` / ``output_type_shape``.
+_ELEMENT_BYTES: dict[str, int] = {
+    "float": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "double": 8,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "uint16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+}
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    """Bytes of the tensors a profiler event lists (``[{"float": [1, 3, 768, 768]}, ...]``); unknown types count 4."""
+    total = 0
+    for tensor in tensors or []:
+        for element, shape in dict(tensor).items():
+            count = 1
+            for dim in shape:
+                count *= int(dim)
+            total += count * _ELEMENT_BYTES.get(str(element), 4)
+    return total
 
 
 def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:

@@ -96,5 +96,10 @@ def test_the_server_table_has_each_levels_peak_and_kv_cache() -> None:
 def test_the_end_to_end_note_takes_the_vision_encoders_memory_bound_ops_out() -> None:
     note = summary.end_to_end_note({"end_to_end_s": 5.6}, {"end_to_end_s": 11.2}, {"other_ms": 700.0})
     assert note == "the vision encoder's memory-bound ops take 700 ms (profiled run); were they free, 0.44x"
+    at_floor = {"other_ms": 700.0, "floor": {"other_floor_ms": 476.0}}
+    assert summary.end_to_end_note({"end_to_end_s": 5.6}, {"end_to_end_s": 11.2}, at_floor) == (
+        "the vision encoder's memory-bound ops take 700 ms (profiled run); at their bandwidth floor (476 ms) 0.48x; "
+        "were they free, 0.44x"
+    )
     assert summary.end_to_end_note({"end_to_end_s": 5.6}, {"end_to_end_s": 11.2}, None) == ""
     assert summary.end_to_end_note(None, {"end_to_end_s": 11.2}, {"other_ms": 700.0}) == ""

@@ -15,8 +15,13 @@ from bench.vision_profile import ProfileFailed, parse_profile, profile_in_child
 from bench.workload import Job
 
 
-def _kernel(node: str, op: str, ts: int, dur: int) -> dict[str, Any]:
-    return {"cat": "Node", "name": f"{node}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+def _kernel(
+    node: str, op: str, ts: int, dur: int, inputs: list[Any] | None = None, outputs: list[Any] | None = None
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"op_name": op}
+    if inputs is not None:
+        args |= {"input_type_shape": inputs, "output_type_shape": outputs}
+    return {"cat": "Node", "name": f"{node}_kernel_time", "ts": ts, "dur": dur, "args": args}
 
 
 def _fence(node: str, op: str, ts: int) -> dict[str, Any]:
@@ -40,8 +45,9 @@ PROFILE = [
     _kernel("mm0", "MatMul", 20_001, 3_000),
     _kernel("mm1", "MatMul", 23_001, 1_000),
     _kernel("c0", "Conv", 24_001, 500),
-    _kernel("t0", "Transpose", 24_501, 700),
-    _kernel("a0", "Add", 25_201, 300),
+    _kernel("t0", "Transpose", 24_501, 700, [{"float": [1, 256, 1000]}], [{"float": [1, 1000, 256]}]),
+    _kernel("r0", "Reshape", 25_200, 1, [{"float": [1, 1000, 256]}, {"int64": [2]}], [{"float": [1000, 256]}]),
+    _kernel("a0", "Add", 25_201, 300, [{"float": [1000, 256]}, {"float": [256]}], [{"float": [1000, 256]}]),
     _kernel("q0", "QLinearAdd", 25_501, 100),  # quantized, but elementwise: not FLOP-class
     _session("SequentialExecutor::Execute", 20_000, 5_700),
     _session("model_run", 19_990, 6_000),
@@ -51,16 +57,25 @@ PROFILE = [
 def test_the_parser_counts_the_profiled_run_only() -> None:
     breakdown = parse_profile(PROFILE)
     ops = {op.op_type: op for op in breakdown.operators}
-    assert [op.op_type for op in breakdown.operators] == ["MatMul", "Transpose", "Conv", "Add", "QLinearAdd"]
+    assert [op.op_type for op in breakdown.operators] == [
+        "MatMul", "Transpose", "Conv", "Add", "QLinearAdd", "Reshape"
+    ]  # fmt: skip
     assert (ops["MatMul"].ms, ops["MatMul"].count) == (pytest.approx(4.0), 2)
     assert (ops["Transpose"].ms, ops["Transpose"].count) == (pytest.approx(0.7), 1)
-    assert [op.flop_class for op in breakdown.operators] == [True, False, True, False, False]
+    assert [op.flop_class for op in breakdown.operators] == [True, False, True, False, False, False]
     assert breakdown.flop_class_ms == pytest.approx(4.5)
-    assert breakdown.other_ms == pytest.approx(1.1)
-    assert breakdown.kernel_ms == pytest.approx(5.6)
+    assert breakdown.other_ms == pytest.approx(1.101)
+    assert breakdown.kernel_ms == pytest.approx(5.601)
     assert breakdown.run_ms == pytest.approx(6.0)
+    # Bytes moved: the transpose reads and writes 256,000 floats, the add two tensors and a bias; a reshape is a view.
+    assert ops["Transpose"].bytes == 2 * 256_000 * 4
+    assert ops["Add"].bytes == (2 * 256_000 + 256) * 4
+    assert ops["Reshape"].bytes == 0 and ops["MatMul"].bytes == 0  # no shapes in those events
+    assert breakdown.other_bytes == ops["Transpose"].bytes + ops["Add"].bytes
     as_dict = breakdown.to_dict()
-    assert as_dict["ops"][0] == {"op_type": "MatMul", "ms": pytest.approx(4.0), "count": 2, "flop_class": True}
+    assert as_dict["ops"][0] == {
+        "op_type": "MatMul", "ms": pytest.approx(4.0), "count": 2, "bytes": 0, "flop_class": True
+    }  # fmt: skip
 
 
 def test_a_profile_without_a_run_is_refused() -> None:
@@ -105,6 +120,13 @@ def test_figures_in_units_of_the_floor_and_the_target_note() -> None:
 
     note = vision_note({**profile, "floor": floor})
     assert "FLOP-class kernels 1.10x the floor" in note and "other ops 0.20x" in note and "at best 1.10x" in note
+    # With the read bandwidth: 8 GB moved at 40 GB/s is a 200 ms floor for the other ops.
+    moving = {**profile, "other_bytes": 8_000_000_000}
+    at_bandwidth = summary.vision_against_floor(moving, floor_s=3.0, read_gbps=40.0)
+    assert at_bandwidth["other_floor_ms"] == pytest.approx(200.0)
+    assert at_bandwidth["best_x"] == pytest.approx((3_300.0 + 200.0) / 3_000.0)
+    note = vision_note({**moving, "floor": at_bandwidth})
+    assert note.endswith(", 1.17x with them at their own bandwidth floor (8.0 GB moved: 200 ms)")
     assert vision_note(None) == ""
     assert "failed" in vision_note({"variant": "fp32", "error": "it broke"})
 
@@ -112,8 +134,8 @@ def test_figures_in_units_of_the_floor_and_the_target_note() -> None:
 def test_the_report_section_shows_the_top_operators_and_the_sentence() -> None:
     ops = [(f"Op{i}", 100.0 - i, 1) for i in range(10)] + [("MatMul", 900.0, 40), ("Conv", 1.0, 2)]
     ops.sort(key=lambda o: -o[1])
-    profile = _profile(ops, wall_ms=2_000.0)
-    profile["floor"] = summary.vision_against_floor(profile, floor_s=0.5)
+    profile = {**_profile(ops, wall_ms=2_000.0), "other_bytes": 4_000_000_000}
+    profile["floor"] = summary.vision_against_floor(profile, floor_s=0.5, read_gbps=40.0)
     results = {
         "date": "2026-01-01T000000",
         "machine": {"cpu": "cpu", "cores": 2, "onnxruntime": "1", "load_average_start": [0.0]},
@@ -128,6 +150,11 @@ def test_the_report_section_shows_the_top_operators_and_the_sentence() -> None:
     assert (
         "FLOP-class kernels 901.0 ms = 1.80x the compute floor; other ops 955.0 ms = 1.91x the floor; "
         "so the stage is at best 1.80x the floor even if every other op cost nothing." in section
+    )
+    assert (
+        "The other ops read and write 4.0 GB (their tensors' shapes in the profile), at least 100.0 ms at the "
+        "measured read bandwidth: with them at that floor and the FLOP-class kernels as measured, 2.00x the compute "
+        "floor." in section
     )
     assert "### int8\n\nNot profiled: it broke" in section
     assert "## Vision encoder by operator" not in report.markdown({**results, "vision_profile": {}}, Job(20, 1))
