@@ -6,7 +6,7 @@ the rows of a request are consecutive, and their queries attend to the request's
 of one attention, which is the same arithmetic. On the large model at 8 requests x 3 beams that is 0.46 GiB of
 cache instead of 1.39 GiB, read once per step instead of three times.
 
-``shared_cross_attention(model)`` switches the decoder to it while the graphs are traced. Self-attention is left
+``shared_cross_attention(decoder)`` switches the decoder to it while the graphs are traced. Self-attention is left
 to transformers' eager attention. The first decoder step (no cache) projects the encoder states, so it must run
 with one row per request; later steps may carry any number of rows per request, the same for every request.
 """
@@ -16,15 +16,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.models.bart.modeling_bart import eager_attention_forward
-
-if TYPE_CHECKING:
-    from transformers import Florence2ForConditionalGeneration
 
 # The ONNX metadata key (and its value) by which a merged decoder says that it keeps this layout; a graph without
 # it keeps transformers' one cache per row. runtime/engine/decoder.py reads it.
@@ -68,16 +65,16 @@ AttentionInterface.register(_IMPLEMENTATION, _attention)
 
 
 @contextmanager
-def shared_cross_attention(model: Florence2ForConditionalGeneration) -> Iterator[None]:
-    """Within the block, ``model``'s decoder reads its cross-attention cache once per request (see module doc)."""
-    text_config = model.config.text_config
-    layers = model.get_decoder().layers
-    previous = text_config._attn_implementation
-    _CROSS_MODULES.update(layer.encoder_attn for layer in layers)
-    text_config._attn_implementation = _IMPLEMENTATION
+def shared_cross_attention(decoder: nn.Module) -> Iterator[None]:
+    """Within the block, ``decoder`` (transformers' BART decoder of Florence-2) reads its cross-attention cache once
+    per request (see the module docstring)."""
+    config = decoder.config
+    previous = config._attn_implementation
+    _CROSS_MODULES.update(layer.encoder_attn for layer in decoder.layers)
+    config._attn_implementation = _IMPLEMENTATION
     try:
         yield
     finally:
-        text_config._attn_implementation = previous
-        for layer in layers:
+        config._attn_implementation = previous
+        for layer in decoder.layers:
             _CROSS_MODULES.discard(layer.encoder_attn)

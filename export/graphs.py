@@ -86,7 +86,6 @@ class Decoder(nn.Module):
 
     def __init__(self, model: Florence2ForConditionalGeneration, with_past: bool) -> None:
         super().__init__()
-        self.model = model
         self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.with_past = with_past
@@ -102,7 +101,7 @@ class Decoder(nn.Module):
             cache = EncoderDecoderCache.from_legacy_cache(tuple(tuple(past[i : i + 4]) for i in range(0, len(past), 4)))
         else:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        with shared_cross_attention(self.model):
+        with shared_cross_attention(self.decoder):
             out = self.decoder(
                 inputs_embeds=inputs_embeds,
                 encoder_hidden_states=encoder_hidden_states,
