@@ -184,8 +184,9 @@ def _vision_profile(results: dict[str, Any]) -> list[str]:
                 lines += [
                     "",
                     f"The other ops read and write {profile['other_bytes'] / 1e9:,.1f} GB (their tensors' shapes in "
-                    f"the profile), at least {_ms(floor['other_floor_ms'] / 1000)} ms at the measured read bandwidth: "
-                    f"with them at that floor and the FLOP-class kernels as measured, {_x(floor['best_x'])} the "
+                    f"the profile), {_ms(floor['other_floor_ms'] / 1000)} ms at the measured read bandwidth "
+                    "(tensors that stay in cache move faster): with them at that floor and the FLOP-class kernels "
+                    f"as measured, {_x(floor['best_x'])} the "
                     "compute floor.",
                 ]
     return lines

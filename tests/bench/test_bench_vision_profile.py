@@ -152,9 +152,9 @@ def test_the_report_section_shows_the_top_operators_and_the_sentence() -> None:
         "so the stage is at best 1.80x the floor even if every other op cost nothing." in section
     )
     assert (
-        "The other ops read and write 4.0 GB (their tensors' shapes in the profile), at least 100.0 ms at the "
-        "measured read bandwidth: with them at that floor and the FLOP-class kernels as measured, 2.00x the compute "
-        "floor." in section
+        "The other ops read and write 4.0 GB (their tensors' shapes in the profile), 100.0 ms at the measured read "
+        "bandwidth (tensors that stay in cache move faster): with them at that floor and the FLOP-class kernels as "
+        "measured, 2.00x the compute floor." in section
     )
     assert "### int8\n\nNot profiled: it broke" in section
     assert "## Vision encoder by operator" not in report.markdown({**results, "vision_profile": {}}, Job(20, 1))
