@@ -33,6 +33,7 @@ class Decoder(Protocol):
 
 StepObserver = Callable[[int, Search], None]  # (request index, its search) after each of its steps
 Cancelled = Callable[[int], bool]  # request index -> drop it now
+Finished = Callable[[int, dict[str, float]], None]  # (request index, stage timings so far) when it leaves the batch
 
 
 def generate(
@@ -41,8 +42,11 @@ def generate(
     start_token: int,
     on_step: StepObserver | None = None,
     cancelled: Cancelled | None = None,
+    finished: Finished | None = None,
 ) -> dict[str, float]:
-    """Run all searches to completion; returns stage timings in seconds."""
+    """Run all searches to completion; returns stage timings in seconds. ``finished`` hears of each request as it
+    leaves the batch (done or cancelled), with the timings until then, so that its answer need not wait for the
+    others'."""
     active = list(range(len(searches)))
     step_seconds: list[float] = []
     started = time.perf_counter()
@@ -52,6 +56,7 @@ def generate(
         tokens: list[np.ndarray] = []
         still: list[int] = []
         kept: list[int] = []
+        left: list[int] = []
         offset = 0
         for position, index in enumerate(active):
             search = searches[index]
@@ -64,15 +69,24 @@ def generate(
                 tokens.append(search.next_tokens)
                 still.append(index)
                 kept.append(position)
+            else:
+                left.append(index)
             offset += rows
         now = time.perf_counter()
         step_seconds.append(now - started)
+        if finished is not None:
+            for index in left:
+                finished(index, _timings(step_seconds))
         if not still:
             break
         active = still
         started = now
         decoder.select(parents, np.array(kept))
         logits = decoder.step(np.concatenate(tokens))
+    return _timings(step_seconds)
+
+
+def _timings(step_seconds: Sequence[float]) -> dict[str, float]:
     later = step_seconds[1:]
     return {
         "first_decode": step_seconds[0],

@@ -189,7 +189,9 @@ class Florence2Engine:
     def _run_batch(self, batch: Batch[Job, TaskResult]) -> list[TaskResult | BaseException]:
         jobs = [_bind_cancel(ticket) for ticket in batch.tickets]
         admit = (lambda: [_bind_cancel(t) for t in batch.admit()]) if self.settings.admit_while_encoding else None
-        outcomes = self.pipeline.run(jobs, admit)
+        outcomes = self.pipeline.run(
+            jobs, admit, lambda i, outcome: batch.settle(i, _settle(outcome, batch.tickets[i]))
+        )
         return [_settle(outcome, ticket) for outcome, ticket in zip(outcomes, batch.tickets, strict=True)]
 
 

@@ -2,7 +2,8 @@
 
 Images are encoded one group at a time; after each group the batch may admit requests that arrived meanwhile
 (the scheduler's ``admit``), whose images are encoded next. Decoding starts once no request is waiting, or the
-batch is full, and then runs every admitted request to its end together.
+batch is full, and then runs every admitted request to its end together; each answer is delivered as its request
+leaves the batch, not when the longest one ends.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Job:
 
 Outcome = TaskResult | RuntimeErrorBase | None  # None: the job was cancelled
 Admit = Callable[[], Sequence[Job]]  # jobs that arrived since the batch formed (none: stop admitting)
+Deliver = Callable[[int, Outcome], None]  # (index among the jobs and the admitted ones, its outcome), once known
 
 
 class Pipeline:
@@ -58,9 +60,10 @@ class Pipeline:
         self.config = config
         self.vision_batch_size = vision_batch_size  # None: every image of a batch in one vision-encoder run
 
-    def run(self, jobs: Sequence[Job], admit: Admit | None = None) -> list[Outcome]:
+    def run(self, jobs: Sequence[Job], admit: Admit | None = None, deliver: Deliver | None = None) -> list[Outcome]:
         """Results in the order of ``jobs`` followed by the jobs ``admit`` returned; a job whose image or answer
-        cannot be processed gets its own error."""
+        cannot be processed gets its own error. ``deliver`` hears of each outcome as soon as it is known: an image
+        error once the images are encoded, an answer when its request leaves the decoding batch."""
         everyone = list(jobs)
         outcomes: list[Outcome] = [None] * len(everyone)
         live: list[int] = []
@@ -79,6 +82,10 @@ class Pipeline:
                 admitted = list(admit())
                 everyone.extend(admitted)
                 outcomes.extend([None] * len(admitted))
+        if deliver is not None:
+            for index, outcome in enumerate(outcomes):
+                if outcome is not None:
+                    deliver(index, outcome)
         if not live:
             return outcomes
         batch = [everyone[i] for i in live]
@@ -87,19 +94,24 @@ class Pipeline:
         )
         searches = [make_search(self.config, job.options) for job in batch]
         decoder = OrtDecoder(self.runner, encoded.hidden_states, encoded.attention_mask)
-        timings = generate(
+
+        def finished(position: int, timings: dict[str, float]) -> None:
+            index, job = live[position], batch[position]
+            if not job.cancelled():
+                stages = {**seconds, **encoded.timings, **timings}
+                prompt_tokens = encoded.prompt_tokens[position]
+                outcomes[index] = self._result(job, searches[position], prompt_tokens, stages, len(batch))
+            if deliver is not None:
+                deliver(index, outcomes[index])
+
+        generate(
             decoder,
             searches,
             self.config.decoder_start_token_id,
             on_step=_observer(batch),
             cancelled=lambda i: batch[i].cancelled(),
+            finished=finished,
         )
-        shared = {**seconds, **encoded.timings, **timings}
-        for position, index in enumerate(live):
-            job = batch[position]
-            if job.cancelled():
-                continue
-            outcomes[index] = self._result(job, searches[position], encoded.prompt_tokens[position], shared, len(batch))
         return outcomes
 
     def _preprocess(

@@ -60,6 +60,14 @@ class Batch(Generic[ItemT, ResultT]):
         self.tickets.extend(new)
         return new
 
+    def settle(self, position: int, outcome: ResultT | BaseException) -> None:
+        """Answer ticket ``position`` now, before the batch ends (the batch's own answer for it is then ignored).
+        The last unanswered ticket is left to the batch's end, which counts the batch before it answers."""
+        ticket = self.tickets[position]
+        if all(other.future.done() for other in self.tickets if other is not ticket):
+            return
+        _answer(ticket, outcome)
+
 
 # Per ticket of the batch (admitted ones included, in order): its result, or the error for that ticket alone.
 BatchFunction = Callable[[Batch[ItemT, ResultT]], Sequence[ResultT | BaseException]]
@@ -171,14 +179,22 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         except Exception as exc:
             log.exception("a batch of %d failed", len(batch))
             outcomes = [_failure(exc) for _ in batch.tickets]
-        # Observed before any waiter wakes, so a caller that sees its result also sees its batch counted.
+        # Observed before the last waiter wakes, so a caller who waits for every request of a batch also sees it
+        # counted (requests the batch answered early, through ``Batch.settle``, may wake before).
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - started)
         for ticket, outcome in zip(batch.tickets, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                ticket.future.set_exception(outcome)
-            else:
-                ticket.future.set_result(outcome)
+            _answer(ticket, outcome)
+
+
+def _answer(ticket: Ticket[ItemT, ResultT], outcome: ResultT | BaseException) -> None:
+    """Set the ticket's result or error, unless it has one already (answered early, or cancelled)."""
+    if ticket.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        ticket.future.set_exception(outcome)
+    else:
+        ticket.future.set_result(outcome)
 
 
 def _failure(exc: Exception) -> RuntimeErrorBase:

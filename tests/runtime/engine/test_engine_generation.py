@@ -211,3 +211,26 @@ def test_generation_config_reads_transformers_defaults(tmp_path: Sequence[str]) 
     assert config.eos_token_ids == (2,) and config.pad_token_id == 1 and config.num_beams == 3
     assert config.no_repeat_ngram_size == 0 and config.max_length == 20 and config.early_stopping is False
     assert config.default_max_new_tokens == 19
+
+
+def test_each_request_is_finished_at_the_step_it_leaves() -> None:
+    searches = [
+        make_search(CONFIG, options(1, 3)),
+        make_search(CONFIG, options(2, 8)),
+        make_search(CONFIG, options(1, 5)),
+    ]
+    decoder = FakeDecoder(hashed_logits(0.0))
+    heard: list[tuple[int, int, float]] = []  # (request, decoder steps so far, decode seconds so far)
+    generate(
+        decoder,
+        searches,
+        START,
+        finished=lambda index, timings: heard.append((index, decoder.steps, timings["decode"])),
+    )
+    assert sorted(index for index, _, _ in heard) == [0, 1, 2]  # each once
+    steps = {index: step for index, step, _ in heard}
+    assert steps[0] == 3 and steps[2] == 5  # greedy: one decoder step per token, then out
+    assert steps[1] == decoder.steps  # the beam search is the last one decoding
+    assert [index for index, _, _ in heard] == [0, 2, 1]
+    decode = [seconds for _, _, seconds in heard]
+    assert decode == sorted(decode) and decode[0] > 0

@@ -235,3 +235,49 @@ async def test_requests_arriving_while_a_batch_encodes_join_it(
         assert all(r.timings["queue"] >= 0 for r in results)
     finally:
         await gated.close()
+
+
+class HeldDecoder:
+    """The real sessions; the decoder's ``hold_at``-th run waits until the test releases it."""
+
+    def __init__(self, inner: GraphRunner, hold_at: int) -> None:
+        self.inner, self.device, self.hold_at, self.decoder_runs = inner, inner.device, hold_at, 0
+        self.release = threading.Event()
+
+    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
+        return self.inner.inputs(graph)
+
+    def metadata(self, graph: str) -> Mapping[str, str]:
+        return self.inner.metadata(graph)
+
+    def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        if graph == DECODER:
+            self.decoder_runs += 1
+            if self.decoder_runs == self.hold_at:
+                self.release.wait(10)
+        return self.inner.run(graph, feeds, outputs)
+
+
+async def test_a_short_request_is_answered_when_it_leaves_the_batch(
+    tiny_model_dir: Path, engine: Florence2Engine
+) -> None:
+    """Its answer does not wait for the longest request of its batch (held mid-decode here until the short answer
+    arrives); both equal their solo runs."""
+    short = TaskRequest(image=noise_image((90, 70), 1), task="<CAPTION>", max_new_tokens=3, ignore_eos=True)
+    long = TaskRequest(image=noise_image((70, 90), 2), task="<OD>", max_new_tokens=30, num_beams=2, ignore_eos=True)
+    alone = [run_direct(engine, [r])[0].token_ids for r in (short, long)]
+    runner = HeldDecoder(engine.runner, hold_at=10)
+    batched = load(tiny_model_dir, EngineSettings(max_batch_size=4, batch_wait_ms=200, warmup=False), runner=runner)
+    try:
+        first, second = asyncio.ensure_future(batched.run(short)), asyncio.ensure_future(batched.run(long))
+        quick = await asyncio.wait_for(first, 5)  # without early answers this waits for the held decoder
+        assert runner.decoder_runs <= 10 and not second.done()
+        runner.release.set()
+        slow = await asyncio.wait_for(second, 60)
+        assert quick.batch_size == slow.batch_size == 2
+        assert [quick.token_ids, slow.token_ids] == alone
+        assert runner.decoder_runs == 30
+        assert quick.timings["decode"] < slow.timings["decode"]
+    finally:
+        runner.release.set()
+        await batched.close()

@@ -173,3 +173,31 @@ async def test_close_during_a_batch_finishes_it_and_everything_queued() -> None:
     await closing
     assert await first == 10 and await asyncio.gather(*queued) == [20, 30]
     assert recorder.batches == [[1, 2], [3]]
+
+
+async def test_a_batch_answers_its_items_early_but_the_last_one_at_its_end() -> None:
+    """``Batch.settle`` wakes a waiter before the batch ends; the batch's own answer for it is ignored, and the
+    last unanswered item waits for the batch's end, after the batch is counted."""
+    sizes: list[int] = []
+    seen_early: list[int] = []
+    release = threading.Event()
+
+    def run(batch: Batch[int, int]) -> Sequence[int | BaseException]:
+        batch.settle(0, 111)  # early, while the second item still runs
+        release.wait(5)
+        batch.settle(1, 222)  # the last unanswered: left to the batch's end
+        seen_early.append(len(sizes))
+        return [0, 20]  # the batch's own answers: ignored for the first item, used for the second
+
+    b: MicroBatcher[int, int] = MicroBatcher(
+        run, max_batch_size=2, batch_wait_s=0.05, on_batch=lambda n, _s: sizes.append(n)
+    )
+    try:
+        first, second = asyncio.ensure_future(b.run(1)), asyncio.ensure_future(b.run(2))
+        assert await asyncio.wait_for(first, 5) == 111
+        assert not second.done() and sizes == []  # answered before its batch ended
+        release.set()
+        assert await asyncio.wait_for(second, 5) == 20
+        assert sizes == [2] and seen_early == [0]
+    finally:
+        await asyncio.to_thread(b.close, 5)
