@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -22,7 +23,31 @@ def test_folder_holds_the_contract_files(tiny_model_dir: Path) -> None:
     for name in (*HF_FILES, "export.json"):
         assert (tiny_model_dir / name).is_file(), name
     onnx_files = sorted(p.name for p in (tiny_model_dir / "onnx").iterdir())
-    assert onnx_files == sorted(file_name(g, d) for g in FINAL_GRAPHS for d in TINY_DTYPES)
+    graphs = [file_name(g, d) for g in FINAL_GRAPHS for d in TINY_DTYPES]
+    assert onnx_files == sorted([*graphs, *(f"{graph}_data" for graph in graphs)])
+
+
+@pytest.mark.parametrize("dtype", TINY_DTYPES)
+def test_weights_live_beside_each_graph(tiny_model_dir: Path, dtype: str) -> None:
+    """Every initializer of 1 KiB or more is in ``<graph>.onnx_data`` (ONNX Runtime maps it), none inline."""
+    for graph in FINAL_GRAPHS:
+        name = file_name(graph, dtype)
+        model = onnx.load(str(tiny_model_dir / "onnx" / name), load_external_data=False)
+        tensors = _initializers(model.graph)
+        external = [t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert external, name
+        assert {e.value for t in external for e in t.external_data if e.key == "location"} == {f"{name}_data"}
+        inline = [t.name for t in tensors if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= 1024]
+        assert not inline, (name, inline)
+
+
+def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found += _initializers(attribute.g)
+    return found
 
 
 @pytest.mark.parametrize("dtype", TINY_DTYPES)

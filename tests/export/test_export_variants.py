@@ -16,6 +16,7 @@ from export.add_variant import add_variant
 from export.cross_attention import METADATA_KEY, PER_REQUEST
 from export.errors import ExportError, ParityFailed
 from export.greedy import open_sessions
+from export.layout import file_name
 from export.validate import (
     VALIDATION_TASKS,
     VARIANT_MIN_COSINE,
@@ -113,7 +114,9 @@ def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Pa
     for graph, cosine in parity["min_cosine_vs_fp32_graph"].items():
         assert cosine >= parity["bounds"][graph], graph
     assert 0.0 <= parity["greedy_token_agreement_vs_fp32"] <= 1.0
-    assert record["files"]["onnx/decoder_model_merged_q4.onnx"] < record["files"]["onnx/decoder_model_merged.onnx"] / 2
+    files = record["files"]
+    weights = {d: files[f"onnx/{file_name('decoder_model_merged', d)}_data"] for d in ("fp32", "q4")}
+    assert weights["q4"] < weights["fp32"] / 2
     # the runtime resolves the same files as the exporter recorded
     resolved = {g: graph_file(q4_model_dir / "onnx", g, "q4")[0].name for g in GRAPHS}
     assert resolved == {g: Path(path).name for g, path in record["graphs"]["q4"].items()}
