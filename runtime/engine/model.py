@@ -131,6 +131,11 @@ class Florence2Engine:
                 if delta := deltas.update(getter.result()):
                     yield delta
             result = waiter.result()
+            # Updates the worker sent before it answered are queued ahead of the answer (call_soon_threadsafe keeps
+            # their order): they are all here now, and each still makes its own delta.
+            while not updates.empty():
+                if delta := deltas.update(updates.get_nowait()):
+                    yield delta
             answer = result.parsed.get(request.task)
             if isinstance(answer, str) and (rest := deltas.finish(answer)):
                 yield rest
