@@ -72,7 +72,7 @@ def store_weights_apart(path: Path) -> Path:
     header = onnx.load(str(path), load_external_data=False)
     sides = {
         entry.value
-        for tensor in _initializers(header.graph)
+        for tensor in graph_initializers(header.graph)
         for entry in tensor.external_data
         if entry.key == "location"
     }
@@ -82,12 +82,13 @@ def store_weights_apart(path: Path) -> Path:
     return save_model(model, path)
 
 
-def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+def graph_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """The initializers of ``graph`` and of its ``If`` branches."""
     found = list(graph.initializer)
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                found += _initializers(attribute.g)
+                found += graph_initializers(attribute.g)
     return found
 
 

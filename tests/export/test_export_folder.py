@@ -11,6 +11,7 @@ import pytest
 
 from export.folder import HF_FILES
 from export.layout import FINAL_GRAPHS, file_name, past_names
+from export.trace import graph_initializers
 
 TINY_DTYPES = ("fp32", "fp16", "int8")  # what tests/conftest.py exports; q4 is added in test_export_variants.py
 
@@ -33,21 +34,12 @@ def test_weights_live_beside_each_graph(tiny_model_dir: Path, dtype: str) -> Non
     for graph in FINAL_GRAPHS:
         name = file_name(graph, dtype)
         model = onnx.load(str(tiny_model_dir / "onnx" / name), load_external_data=False)
-        tensors = _initializers(model.graph)
+        tensors = graph_initializers(model.graph)
         external = [t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
         assert external, name
         assert {e.value for t in external for e in t.external_data if e.key == "location"} == {f"{name}_data"}
         inline = [t.name for t in tensors if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= 1024]
         assert not inline, (name, inline)
-
-
-def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    found = list(graph.initializer)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                found += _initializers(attribute.g)
-    return found
 
 
 @pytest.mark.parametrize("dtype", TINY_DTYPES)
