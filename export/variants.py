@@ -101,7 +101,7 @@ def _quiet_converters() -> Iterator[None]:
 def _convert(dtype: str, src: Path, dst: Path) -> Path:
     try:
         with _quiet_converters():
-            return store_weights_apart(_convert_quietly(dtype, src, dst))
+            return _convert_quietly(dtype, src, dst)
     except Exception as exc:
         raise GraphExportFailed(f"could not convert {src.name} to {dtype}: {type(exc).__name__}: {exc}") from exc
 
@@ -159,7 +159,7 @@ def _to_int8(src: Path, dst: Path) -> Path:
     finally:
         for leftover in dst.parent.glob(prepared.name + "*"):
             leftover.unlink()
-    return dst
+    return store_weights_apart(dst)  # quantize_dynamic names its side file its own way
 
 
 def _to_q4(src: Path, dst: Path) -> Path:

@@ -11,6 +11,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from export.trace import graph_initializers
+
 
 class Wrapped:
     """Delegates to an InferenceSession, passing feeds and outputs through the given functions."""
@@ -69,7 +71,7 @@ _WEIGHT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorPr
 def perturbed_copy(graph: Path, out: Path, scale: float = 0.05, seed: int = 0) -> ort.InferenceSession:
     """A copy of ``graph`` whose largest weight (fp32, fp16 or int8) gets Gaussian noise of ``scale`` times its std."""
     model = onnx.load(str(graph))
-    candidates = [t for t in _initializers(model.graph) if t.data_type in _WEIGHT_TYPES and len(t.dims) >= 2]
+    candidates = [t for t in graph_initializers(model.graph) if t.data_type in _WEIGHT_TYPES and len(t.dims) >= 2]
     target = max(candidates, key=lambda t: int(np.prod(t.dims)))
     values = numpy_helper.to_array(target)
     wide = values.astype(np.float64)
@@ -80,12 +82,3 @@ def perturbed_copy(graph: Path, out: Path, scale: float = 0.05, seed: int = 0) -
     target.CopyFrom(numpy_helper.from_array(noisy.astype(values.dtype), target.name))
     onnx.save(model, str(out))
     return ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-
-
-def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    found = list(graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                found += _initializers(attr.g)
-    return found
