@@ -16,11 +16,12 @@ import numpy as np
 import onnx
 import pytest
 from engine_cases import noise_image, run_direct
+from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.decoder import CROSS_CACHE_KEY, PER_REQUEST, OrtDecoder
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, EMBED_TOKENS, GraphRunner, TensorSpec, open_sessions
+from runtime.engine.sessions import DECODER, EMBED_TOKENS, GraphRunner, open_sessions
 
 SELF_KEY, CROSS_KEY = "past_key_values.0.decoder.key", "past_key_values.0.encoder.key"
 
@@ -34,19 +35,14 @@ def mixed_requests() -> list[TaskRequest]:
     ]
 
 
-class DecoderFeeds:
+class DecoderFeeds(WrappedRunner):
     """The real sessions, recording the rows of the KV cache fed to each cached decoder step; ``corrupt``
     may change a step's feeds (the negative control)."""
 
     def __init__(self, inner: GraphRunner, corrupt: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.inner, self.device, self.corrupt = inner, inner.device, corrupt
+        super().__init__(inner)
+        self.corrupt = corrupt
         self.steps: list[tuple[int, int, int]] = []  # (inputs_embeds rows, self KV rows, cross KV rows)
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == DECODER and feeds["use_cache_branch"][0]:

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 from engine_cases import noise_image, run_direct
+from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, TaskResult, load
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, VISION_ENCODER, GraphRunner, TensorSpec, open_sessions
+from runtime.engine.sessions import DECODER, VISION_ENCODER, GraphRunner, open_sessions
 from runtime.errors import InferenceFailed, InvalidImage, InvalidRequest, InvalidTaskInput, StreamNotSupported
 
 TOKENS = 12
@@ -27,17 +28,12 @@ def caption(seed: int, beams: int = 1, tokens: int = TOKENS, task: str = "<CAPTI
     )
 
 
-class Exploding:
+class Exploding(WrappedRunner):
     """The real sessions, except that the decoder raises on its third call while ``armed``."""
 
     def __init__(self, inner: GraphRunner) -> None:
-        self.inner, self.device, self.armed, self.decoder_calls = inner, inner.device, False, 0
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
+        super().__init__(inner)
+        self.armed, self.decoder_calls = False, 0
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == DECODER and self.armed:
@@ -158,17 +154,12 @@ def test_info_says_the_weights_are_random(tiny_model_dir: Path, caplog: pytest.L
     assert any("RANDOM WEIGHTS" in r.getMessage() for r in caplog.records)
 
 
-class CountingVision:
+class CountingVision(WrappedRunner):
     """The real sessions, recording how many images each vision-encoder run receives."""
 
     def __init__(self, inner: GraphRunner) -> None:
-        self.inner, self.device, self.vision_batches = inner, inner.device, []
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
+        super().__init__(inner)
+        self.vision_batches: list[int] = []
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == VISION_ENCODER:
@@ -193,18 +184,12 @@ def test_vision_batch_size_bounds_images_per_vision_run(
         asyncio.run(chunked.close())
 
 
-class GatedVision:
+class GatedVision(WrappedRunner):
     """The real sessions; the first vision-encoder run waits until the test opens the gate."""
 
     def __init__(self, inner: GraphRunner) -> None:
-        self.inner, self.device = inner, inner.device
+        super().__init__(inner)
         self.entered, self.gate = threading.Event(), threading.Event()
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == VISION_ENCODER and not self.gate.is_set():
@@ -237,18 +222,13 @@ async def test_requests_arriving_while_a_batch_encodes_join_it(
         await gated.close()
 
 
-class HeldDecoder:
+class HeldDecoder(WrappedRunner):
     """The real sessions; the decoder's ``hold_at``-th run waits until the test releases it."""
 
     def __init__(self, inner: GraphRunner, hold_at: int) -> None:
-        self.inner, self.device, self.hold_at, self.decoder_runs = inner, inner.device, hold_at, 0
+        super().__init__(inner)
+        self.hold_at, self.decoder_runs = hold_at, 0
         self.release = threading.Event()
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph == DECODER:

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from engine_cases import MAX_NEW_TOKENS, request, run_direct
 from engine_oracle import TIE_TOLERANCE, Case, Oracle, Reference, parity_failures
+from wrapped_runner import WrappedRunner
 
 from runtime.engine.decoder import OrtDecoder
 from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
 from runtime.engine.pipeline import Pipeline
-from runtime.engine.sessions import DECODER, ENCODER, VISION_ENCODER, GraphRunner, TensorSpec
+from runtime.engine.sessions import DECODER, ENCODER, VISION_ENCODER, GraphRunner
 
 BEAMS = (1, 3)
 _memo: dict[tuple[str, int], Any] = {}
@@ -156,7 +157,7 @@ def test_parsed_results_equal_transformers_post_processing(
 # Negative controls: a wrapped runner breaks one thing; the same parity check must then fail.
 
 
-class Perturbed:
+class Perturbed(WrappedRunner):
     """Delegates to the real sessions, changing the inputs or outputs of one graph."""
 
     def __init__(
@@ -166,14 +167,8 @@ class Perturbed:
         inputs: Callable[[dict[str, Any]], dict[str, Any]] = lambda feeds: feeds,
         outputs: Callable[[list[np.ndarray]], list[np.ndarray]] = lambda values: values,
     ) -> None:
-        self.inner, self.graph, self.change_inputs, self.change_outputs = inner, graph, inputs, outputs
-        self.device = inner.device
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
+        super().__init__(inner)
+        self.graph, self.change_inputs, self.change_outputs = graph, inputs, outputs
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if graph != self.graph:

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 from engine_cases import noise_image, run_direct
+from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.decoder import OrtDecoder
 from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, GRAPHS, GraphRunner, TensorSpec, choose_providers, open_sessions
+from runtime.engine.sessions import DECODER, GRAPHS, GraphRunner, choose_providers, open_sessions
 from runtime.errors import ModelLoadFailed
 
 
@@ -99,16 +100,10 @@ def test_a_folder_without_config_is_refused(tmp_path: Path) -> None:
         load(tmp_path)
 
 
-class Recording:
+class Recording(WrappedRunner):
     def __init__(self, inner: GraphRunner) -> None:
-        self.inner, self.device = inner, inner.device
+        super().__init__(inner)
         self.calls: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (feeds, outputs by name) per decoder run
-
-    def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs(graph)
-
-    def metadata(self, graph: str) -> Mapping[str, str]:
-        return self.inner.metadata(graph)
 
     def run(self, graph: str, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         values = self.inner.run(graph, feeds, outputs)
