@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.measurement import STAGES
-from bench.summary import REFERENCE
+from bench.summary import REFERENCE, mib_text
 from bench.workload import IMAGE_SIZE, TASK, Job
 
 STAGE_TITLES = {
@@ -24,13 +24,6 @@ def _ms(seconds: float | None) -> str:
 
 def _x(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio:.2f}x"
-
-
-def _mib(count: float | None) -> str:
-    if not count:
-        return "–"
-    mib = count / 2**20
-    return f"{mib:,.0f}" if mib >= 100 else f"{mib:,.2f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -78,7 +71,7 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
                     _ms(entry["end_to_end_s"]),
                     _x(ratio),
                     *(_ms(stages.get(s)) for s in STAGES),
-                    _mib(contender.get("peak_rss_bytes")),
+                    mib_text(contender.get("peak_rss_bytes")),
                 ]
             )
     lines += _table(header, rows)
@@ -132,7 +125,13 @@ def _floors(results: dict[str, Any], headline: Job) -> list[str]:
         measured = contenders[name]["summary"][headline.key]["stages_s"].get("per_token_decode")
         weight = results["model"]["weight_bytes"].get(variant, {}).get("decoder_model_merged")
         decode_rows.append(
-            [name, _mib(weight), _ms(floor_s), _ms(measured), _x(measured / floor_s if measured and floor_s else None)]
+            [
+                name,
+                mib_text(weight),
+                _ms(floor_s),
+                _ms(measured),
+                _x(measured / floor_s if measured and floor_s else None),
+            ]
         )
     lines += [
         "",
@@ -237,8 +236,8 @@ def _server(results: dict[str, Any]) -> list[str]:
     rss = server.get("rss", {})
     if "ready_s" in server:
         lines += [
-            f"Ready in {server['ready_s']:.1f} s. Peak RSS over the run {_mib(rss.get('peak_bytes'))} MiB for "
-            f"{_mib(rss.get('weight_bytes'))} MiB of weights ({_x(rss.get('peak_over_weights'))}).",
+            f"Ready in {server['ready_s']:.1f} s. Peak RSS over the run {mib_text(rss.get('peak_bytes'))} MiB for "
+            f"{mib_text(rss.get('weight_bytes'))} MiB of weights ({_x(rss.get('peak_over_weights'))}).",
             "",
         ]
     rows = []
@@ -288,7 +287,7 @@ def _level_memory(level: dict[str, Any], weight_bytes: int | None) -> list[str]:
     peak = (level.get("rss") or {}).get("peak_bytes")
     kv = (level.get("kv_cache") or {}).get("bytes")
     rest = peak - kv if peak and kv else None
-    return [_mib(peak), _x(_over(peak, weight_bytes)), _mib(kv), _x(_over(rest, weight_bytes))]
+    return [mib_text(peak), _x(_over(peak, weight_bytes)), mib_text(kv), _x(_over(rest, weight_bytes))]
 
 
 def _over(count: int | None, weight_bytes: int | None) -> float | None:

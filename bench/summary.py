@@ -154,7 +154,10 @@ MiB = 2**20
 RSS_TARGET_CLIENTS = 8  # the level whose peak the note takes apart (the throughput target's level too)
 
 
-def _mib(count: float) -> str:
+def mib_text(count: float | None) -> str:
+    """Bytes in MiB as the report prints them: whole above 100, two decimals below, a dash for nothing."""
+    if not count:
+        return "–"
     mib = count / MiB
     return f"{mib:,.0f}" if mib >= 100 else f"{mib:,.2f}"
 
@@ -172,24 +175,24 @@ def rss_note(server: dict[str, Any], vision_profile: dict[str, Any] | None = Non
     activations = _get(vision_profile, "activation_peak_bytes")
     if activations:
         parts.append(
-            f"one image's vision activations {_mib(activations)} MiB = {activations / weights:.2f}x weights "
+            f"one image's vision activations {mib_text(activations)} MiB = {activations / weights:.2f}x weights "
             "(profiled run)"
         )
     if 1 in levels:
         peak = levels[1]["rss"]["peak_bytes"]
-        parts.append(f"1 client: peak {_mib(peak)} MiB = {peak / weights:.2f}x weights")
+        parts.append(f"1 client: peak {mib_text(peak)} MiB = {peak / weights:.2f}x weights")
     crowd = levels.get(RSS_TARGET_CLIENTS)
     if crowd is not None:
         peak = crowd["rss"]["peak_bytes"]
-        part = f"{RSS_TARGET_CLIENTS} clients: peak {_mib(peak)} MiB = {peak / weights:.2f}x weights"
+        part = f"{RSS_TARGET_CLIENTS} clients: peak {mib_text(peak)} MiB = {peak / weights:.2f}x weights"
         kv = crowd.get("kv_cache")
         if kv:
             rest = peak - kv["bytes"]
             part += (
                 f"; KV cache of the largest batch ({kv['requests']} requests x {kv['beams']} beams, "
                 f"{kv['self_tokens']} tokens, {kv['encoder_tokens']} encoder tokens, cross-attention once per "
-                f"{kv['cross_rows']}) {_mib(kv['bytes'])} MiB (cross {_mib(kv['cross_bytes'])}, self "
-                f"{_mib(kv['self_bytes'])}); peak less KV {_mib(rest)} MiB = {rest / weights:.2f}x weights"
+                f"{kv['cross_rows']}) {mib_text(kv['bytes'])} MiB (cross {mib_text(kv['cross_bytes'])}, self "
+                f"{mib_text(kv['self_bytes'])}); peak less KV {mib_text(rest)} MiB = {rest / weights:.2f}x weights"
             )
         parts.append(part)
     polled = sorted(clients for clients, lv in levels.items() if lv["rss"]["source"] != HWM_SOURCE)
