@@ -16,7 +16,8 @@ EXIT_CODES = """exit status:
   2  the source is missing, unreachable or not Florence-2, or --out is not empty (see --force)
   3  the export extra is missing: pip install -e '.[export]'
   4  not enough free disk space for the estimated export
-  5  a parity check against PyTorch failed (the message names the graph and the difference)"""
+  5  validation against PyTorch failed: a parity check (the message names the graph and the difference),
+     or the checks could not run; the folder is left without export.json"""
 
 
 def build_parser() -> argparse.ArgumentParser:

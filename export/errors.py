@@ -7,7 +7,8 @@ ExportError                     base; ``python -m export`` prints the message an
 ├── OutputNotEmpty              the output folder holds files and ``--force`` was not given
 ├── InsufficientDiskSpace       the estimated size of the export does not fit the free space
 ├── GraphExportFailed           tracing, merging or converting a graph raised
-└── ParityFailed                an exported graph disagrees with PyTorch beyond its bound
+└── ValidationFailed            validation against PyTorch could not run to its end
+    └── ParityFailed            an exported graph disagrees with PyTorch beyond its bound
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ class GraphExportFailed(ExportError):
     exit_code = 1
 
 
-class ParityFailed(ExportError):
-    """An exported graph disagrees with PyTorch; names the graph and the difference."""
+class ValidationFailed(ExportError):
+    """The folder could not be shown equal to PyTorch; it is left without ``export.json`` (an incomplete export)."""
 
     exit_code = 5
+
+
+class ParityFailed(ValidationFailed):
+    """An exported graph disagrees with PyTorch; names the graph and the difference."""
 
     def __init__(self, graph: str, detail: str) -> None:
         super().__init__(f"parity check failed for {graph}: {detail}")

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError, GraphExportFailed, MissingExportExtra
+from export.errors import ExportError, GraphExportFailed, MissingExportExtra, ValidationFailed
 from export.layout import DECODER, DECODER_WITH_PAST, DTYPES, FINAL_GRAPHS, file_name, requires
 from export.source import CheckpointFormat, detect_format, read_config, resolve
 
@@ -99,7 +99,7 @@ def _normalise_dtypes(dtypes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], validate: bool, opset: int) -> dict:
     import torch
-    from transformers import Florence2ForConditionalGeneration
+    from transformers import Florence2ForConditionalGeneration, GenerationConfig
 
     from export import folder, graphs, trace, variants
 
@@ -111,6 +111,8 @@ def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], vali
     decoder_params = sum(p.numel() for p in model.get_decoder().parameters()) + model.lm_head.weight.numel()
     folder.check_free_space(out, folder.estimate_bytes(n_params, decoder_params, dtypes))
     folder.write_hf_files(checkpoint, out)
+    # Validation generates with the folder's generation config, the one the runtime will read.
+    model.generation_config = GenerationConfig.from_pretrained(out)
 
     onnx_dir = out / "onnx"
     work = out / ".unmerged"
@@ -145,7 +147,15 @@ def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], vali
 
         log.info("validating against PyTorch")
         t0 = time.perf_counter()
-        record["parity"] = validate_export(model, checkpoint, out, dtypes)
+        try:
+            record["parity"] = validate_export(model, checkpoint, out, dtypes)
+        except ExportError:
+            raise
+        except Exception as exc:  # the checks themselves broke: still a folder nobody has shown to be right
+            raise ValidationFailed(
+                f"validation against PyTorch could not run ({type(exc).__name__}: {exc}); {out} has no export.json "
+                "and must not be served. Report this with the source checkpoint; --no-validate skips the checks"
+            ) from exc
         timings["validation"] = round(time.perf_counter() - t0, 2)
     return record
 

@@ -82,6 +82,8 @@ def write_hf_files(checkpoint: Path, out: Path) -> None:
     """
     from transformers import AutoProcessor, GenerationConfig
 
+    from export.generation_config import complete, missing_ids
+
     try:
         processor = AutoProcessor.from_pretrained(checkpoint)
     except Exception as exc:
@@ -89,10 +91,18 @@ def write_hf_files(checkpoint: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         processor.save_pretrained(staging)
+        text_config = _text_config(checkpoint)
         try:
-            GenerationConfig.from_pretrained(checkpoint).save_pretrained(staging)
+            generation = complete(GenerationConfig.from_pretrained(checkpoint), text_config)
         except OSError:  # no generation_config.json: derive it from the model config, as transformers does
-            GenerationConfig.from_model_config(_text_config(checkpoint)).save_pretrained(staging)
+            generation = GenerationConfig.from_model_config(text_config)
+        if missing_ids(generation):
+            raise NotAFlorence2Checkpoint(
+                f"{checkpoint} names no {' or '.join(missing_ids(generation))} in generation_config.json or "
+                "config.json; add them to generation_config.json (Florence-2: decoder_start_token_id 2, "
+                "eos_token_id 2)"
+            )
+        generation.save_pretrained(staging)
         shutil.copyfile(checkpoint / "config.json", staging / "config.json")
         for name in HF_FILES:
             if not (staging / name).is_file():

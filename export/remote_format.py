@@ -5,7 +5,9 @@ The remote-code format carries its own Python classes (``auto_map``), a ``davit`
 tokenizer that its processor extends at load time. The native layout is transformers'
 ``Florence2ForConditionalGeneration``.
 The renames mirror transformers' ``convert_florence2_original_pytorch_to_hf.py``; ``<image>`` is added to the
-tokenizer as the image token, and the embeddings grow (to a multiple of 64) only when it does not fit.
+tokenizer as the image token, and the embeddings grow (to a multiple of 64) only when it does not fit. The
+generation config is the one the original ``generate()`` runs with (see ``export.generation_config``), not the
+hub's ``generation_config.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError, NotAFlorence2Checkpoint
+from export.generation_config import original_generation_config
 
 log = logging.getLogger("export")
 
@@ -194,16 +197,6 @@ def convert_image_processor(path: Path) -> Any:
     return CLIPImageProcessor(**data)
 
 
-def _generation_config(path: Path, text: dict[str, Any]) -> Any:
-    """The checkpoint's generation config, else the one BART's config implies (special ids, beams, n-gram rule)."""
-    from transformers import BartConfig, GenerationConfig
-
-    if (path / "generation_config.json").is_file():
-        return GenerationConfig.from_pretrained(path)
-    text = {k: v for k, v in text.items() if k not in ("model_type", "architectures", "auto_map")}
-    return GenerationConfig.from_model_config(BartConfig(**text))
-
-
 def convert_checkpoint(path: Path, out: Path) -> Path:
     """Write the native-layout checkpoint of the remote-code checkpoint ``path`` into ``out``; returns ``out``."""
     import torch
@@ -261,7 +254,7 @@ def convert_checkpoint(path: Path, out: Path) -> Path:
     Florence2Processor(
         image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
     ).save_pretrained(out)
-    _generation_config(path, remote_config["text_config"]).save_pretrained(out)
+    original_generation_config(remote_config["text_config"]).save_pretrained(out)
     log.info(
         "converted remote-code checkpoint (vocabulary %d -> %d, image token %d)",
         remote_vocab,

@@ -274,7 +274,7 @@ def generation_parity(
     """
     rules = rules_of(model)
     arbiter = _Float64Arbiter(model)
-    sequences, exact, tokens, distinct = 0, 0, 0, set()
+    sequences, exact, tokens, distinct, least_varied = 0, 0, 0, set(), None
     near_ties: list[dict[str, Any]] = []
     for size in sizes:
         for index, batch_tasks in enumerate(tasks):
@@ -286,6 +286,8 @@ def generation_parity(
                 sequences += 1
                 tokens += len(want) - 1
                 distinct.add(tuple(want))
+                varied = len(set(want[1:]) - {rules.pad_token_id})
+                least_varied = varied if least_varied is None else min(least_varied, varied)
                 if got == want:
                     exact += 1
                     continue
@@ -297,8 +299,9 @@ def generation_parity(
                 if margin > noise:
                     raise ParityFailed(
                         graph,
-                        f"{task!r} differs at position {first}, where float64 PyTorch prefers {want[first]} over "
-                        f"{got[first]} by {margin:.3g}, more than fp32 rounding moves the logits ({noise:.3g}): "
+                        f"{task!r} differs at position {first} (the decoder start is 0), where float64 PyTorch "
+                        f"prefers {want[first]} over {got[first]} by {margin:.3g}, more than fp32 rounding moves "
+                        f"the logits ({noise:.3g}): "
                         f"onnx {got} vs transformers {want}",
                     )
                 near_ties.append(
@@ -310,6 +313,7 @@ def generation_parity(
         "near_tie_divergences": near_ties,
         "generated_tokens": tokens,
         "distinct_sequences": len(distinct),
+        "min_distinct_tokens_per_sequence": least_varied,
         "image_sizes": list(sizes),
         "max_new_tokens": max_new_tokens,
     }

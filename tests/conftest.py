@@ -1,4 +1,5 @@
-"""Session-wide fixtures: the tiny random-weight checkpoint and its ONNX export are built once per test run.
+"""Session-wide fixtures: the tiny random-weight checkpoint, its ONNX export, and the same model in the layout of
+the original hub checkpoints (hub_checkpoint.py) with its export, are built once per test run.
 
 Set ``FLORENCE_TEST_CACHE=DIR`` to keep them between runs (the folder is reused when its stamp matches).
 """
@@ -62,4 +63,33 @@ def tiny_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
         out,
         "export.json",
         lambda path: export_model(str(tiny_checkpoint), path, dtypes=("fp32", "fp16", "int8"), validate=True),
+    )
+
+
+@pytest.fixture(scope="session")
+def hub_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model laid out exactly as ``microsoft/Florence-2-large`` is on the hub (hub_checkpoint.py)."""
+    from hub_checkpoint import make_remote_checkpoint
+
+    out = _cache_root(tmp_path_factory) / f"hub-tiny-{TINY_SEED}"
+    return _build_once(out, "pytorch_model.bin", lambda path: make_remote_checkpoint(tiny_checkpoint, path))
+
+
+@pytest.fixture(scope="session")
+def hub_native_checkpoint(hub_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hub_checkpoint`` converted to transformers' native layout (what transformers runs as the oracle)."""
+    from export.remote_format import convert_checkpoint
+
+    out = _cache_root(tmp_path_factory) / f"hub-native-tiny-{TINY_SEED}"
+    return _build_once(out, "config.json", lambda path: convert_checkpoint(hub_checkpoint, path))
+
+
+@pytest.fixture(scope="session")
+def hub_model_dir(hub_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hub_checkpoint`` exported with validation on, as ``python -m export microsoft/Florence-2-large`` does."""
+    from export.exporter import export_model
+
+    out = _cache_root(tmp_path_factory) / f"model-hub-tiny-{TINY_SEED}"
+    return _build_once(
+        out, "export.json", lambda path: export_model(str(hub_checkpoint), path, dtypes=("fp32",), validate=True)
     )

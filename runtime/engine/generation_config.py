@@ -15,6 +15,16 @@ from runtime.errors import ModelLoadFailed
 
 EarlyStopping = bool | Literal["never"]
 
+# Token ids of BartConfig's (and the original Florence2LanguageConfig's) defaults.
+BART_TEXT_DEFAULTS: dict[str, int] = {
+    "bos_token_id": 0,
+    "pad_token_id": 1,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 2,
+    "forced_eos_token_id": 2,
+}
+BART_TEXT_MODELS = frozenset({"bart", "florence2_language"})
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -38,10 +48,14 @@ class GenerationConfig:
     def from_model_dir(cls, path: Path) -> GenerationConfig:
         """Read generation_config.json as transformers does; without one, the model config's values apply.
 
-        Only token ids missing from generation_config.json are looked up in config.json (its text_config first).
+        Only token ids missing from generation_config.json are looked up in config.json (its text_config first),
+        and there, for a BART text model, in BART's defaults: transformers leaves ids equal to them out of a saved
+        config.json and reads them back from the defaults, so a folder exported elsewhere may name none.
         """
         model_config = _read_json(path / "config.json")
-        derived = {**model_config, **(model_config.get("text_config") or {})}
+        text_config = model_config.get("text_config") or {}
+        defaults = BART_TEXT_DEFAULTS if text_config.get("model_type") in BART_TEXT_MODELS else {}
+        derived = {**defaults, **model_config, **text_config}
         gen_path = path / "generation_config.json"
         gen = _read_json(gen_path) if gen_path.exists() else derived
 

@@ -61,13 +61,27 @@ class Reference:
 
 
 class Oracle:
-    def __init__(self, checkpoint: Path, vision: GraphRunner) -> None:
+    def __init__(self, checkpoint: Path, vision: GraphRunner, generation: dict[str, Any] | None = None) -> None:
+        """``generation``: settings to generate with instead of the checkpoint's generation_config.json."""
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
+        from transformers import GenerationConfig as HFGenerationConfig
 
         self.model = Florence2ForConditionalGeneration.from_pretrained(checkpoint).eval()
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.vision = vision
         self.config = GenerationConfig.from_model_dir(checkpoint)
+        if generation is not None:
+            self.model.generation_config = HFGenerationConfig(**generation)
+            self.config = GenerationConfig(
+                decoder_start_token_id=generation["decoder_start_token_id"],
+                eos_token_ids=(generation["eos_token_id"],),
+                pad_token_id=generation["pad_token_id"],
+                forced_bos_token_id=generation.get("forced_bos_token_id"),
+                forced_eos_token_ids=(generation["forced_eos_token_id"],),
+                no_repeat_ngram_size=generation.get("no_repeat_ngram_size", 0),
+                num_beams=generation.get("num_beams", 1),
+                early_stopping=generation.get("early_stopping", False),
+            )
 
     def inputs(self, cases: Sequence[Case]) -> Any:
         return self.processor(
@@ -173,9 +187,12 @@ def mismatch(reference: Reference, got: Sequence[int], label: str) -> tuple[str 
     if position is None:
         return None, None
     closest = reference.closest_decision(position)
+    ours = got[position] if position < len(got) else "(ended)"
+    theirs = reference.tokens[position] if position < len(reference.tokens) else "(ended)"
     message = (
-        f"{label}: tokens differ at position {position}; closest reference decision {closest:.3g} "
-        f"(tie tolerance {TIE_TOLERANCE})\n  reference {reference.tokens}\n  engine    {list(got)}"
+        f"{label}: tokens differ at position {position} (transformers {theirs}, engine {ours}); closest "
+        f"reference decision {closest:.3g} (tie tolerance {TIE_TOLERANCE})\n  reference {reference.tokens}\n"
+        f"  engine    {list(got)}"
     )
     return (None, message) if closest < TIE_TOLERANCE else (message, None)
 
