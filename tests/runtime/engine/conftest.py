@@ -5,23 +5,20 @@ Engines and the oracle are module-scoped (loading is cheap; sharing keeps the ru
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_cases import every_task_case
+from engine_cases import every_task_case, loaded
 from engine_oracle import Case, Oracle
 
-from runtime.engine import EngineSettings, load
 from runtime.engine.model import Florence2Engine
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[Florence2Engine]:
-    engine = load(tiny_model_dir, EngineSettings(max_batch_size=16, batch_wait_ms=5))
-    yield engine
-    asyncio.run(engine.close())
+    with loaded(tiny_model_dir) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

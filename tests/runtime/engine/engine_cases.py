@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from engine_oracle import Case
 from PIL import Image
 
-from runtime.engine import TaskRequest, TaskResult
+from runtime.engine import EngineSettings, TaskRequest, TaskResult, load
 from runtime.engine.model import Florence2Engine
 from runtime.florence2 import TASKS, InputKind
 
@@ -44,6 +47,16 @@ def request(case: Case, num_beams: int, max_new_tokens: int = MAX_NEW_TOKENS) ->
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
     )
+
+
+@contextlib.contextmanager
+def loaded(folder: Path) -> Iterator[Florence2Engine]:
+    """The engine of ``folder`` with the tests' batching settings, closed on exit."""
+    engine = load(folder, EngineSettings(max_batch_size=16, batch_wait_ms=5))
+    try:
+        yield engine
+    finally:
+        asyncio.run(engine.close())
 
 
 def run_direct(engine: Florence2Engine, requests: Sequence[TaskRequest]) -> list[TaskResult]:

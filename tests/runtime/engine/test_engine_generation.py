@@ -213,6 +213,34 @@ def test_generation_config_reads_transformers_defaults(tmp_path: Sequence[str]) 
     assert config.default_max_new_tokens == 19
 
 
+@pytest.mark.parametrize("text_model", ["bart", "florence2_language"])
+def test_generation_config_falls_back_to_bart_defaults(tmp_path: Sequence[str], text_model: str) -> None:
+    """transformers leaves ids equal to BART's defaults out of a saved config.json; the hub's generation config
+    names none: the folder still loads with BART's ids, as transformers reads it."""
+    import json
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "config.json").write_text(json.dumps({"text_config": {"model_type": text_model}}))
+    (folder / "generation_config.json").write_text(json.dumps({"num_beams": 3, "early_stopping": False}))
+    config = GenerationConfig.from_model_dir(folder)
+    assert (config.decoder_start_token_id, config.eos_token_ids, config.pad_token_id) == (2, (2,), 1)
+    assert config.num_beams == 3 and config.early_stopping is False
+
+
+def test_generation_config_without_ids_of_an_unknown_text_model_is_refused(tmp_path: Sequence[str]) -> None:
+    import json
+    from pathlib import Path
+
+    from runtime.errors import ModelLoadFailed
+
+    folder = Path(str(tmp_path))
+    (folder / "config.json").write_text(json.dumps({"text_config": {"model_type": "t5"}}))
+    (folder / "generation_config.json").write_text(json.dumps({"num_beams": 3}))
+    with pytest.raises(ModelLoadFailed, match="names no eos_token_id or decoder_start_token_id"):
+        GenerationConfig.from_model_dir(folder)
+
+
 def test_each_request_is_finished_at_the_step_it_leaves() -> None:
     searches = [
         make_search(CONFIG, options(1, 3)),

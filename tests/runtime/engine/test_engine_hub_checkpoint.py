@@ -7,26 +7,23 @@ The conversion's weights are shown equal to the original's (float16 on the hub) 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_cases import MAX_NEW_TOKENS, request, run_direct
+from engine_cases import MAX_NEW_TOKENS, loaded, request, run_direct
 from engine_oracle import Case, Oracle, Reference, parity_failures
 from hub_checkpoint import HUB_GENERATION_CONFIG, HUB_TEXT_GENERATION
 
-from runtime.engine import EngineSettings, load
 from runtime.engine.model import Florence2Engine
 
 
 @pytest.fixture(scope="module")
 def hub_engine(hub_model_dir: Path) -> Iterator[Florence2Engine]:
-    engine = load(hub_model_dir, EngineSettings(max_batch_size=16, batch_wait_ms=5))
-    yield engine
-    asyncio.run(engine.close())
+    with loaded(hub_model_dir) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +65,7 @@ def test_the_hub_generation_config_alone_would_not_be_the_original(
     folder = tmp_path / "model"
     shutil.copytree(hub_model_dir, folder)
     (folder / "generation_config.json").write_text(json.dumps(HUB_GENERATION_CONFIG))
-    engine = load(folder, EngineSettings(max_batch_size=16, batch_wait_ms=5))
-    try:
+    with loaded(folder) as engine:
         results = [run_direct(engine, [request(c, 1)])[0] for c in cases]
-    finally:
-        asyncio.run(engine.close())
     failures, _ = parity_failures(references[1], [r.token_ids for r in results], [c.task for c in cases])
     assert len(failures) >= len(cases) // 2
