@@ -126,9 +126,9 @@ function addInvocation(record) {
   const when = new Date(record.started_at * 1000).toLocaleTimeString();
   const logs = el("pre", { class: "logs" });
   for (const line of record.logs) {
-    logs.append(el("span", { class: `log ${line.level.toLowerCase()}`, text: `${line.level} ${line.logger}: ${line.message}\n` }));
+    logs.append(el("span", { class: `log level-${line.level.toLowerCase()}`, text: `${line.level} ${line.logger}: ${line.message}\n` }));
   }
-  if (!record.logs.length) logs.append(el("span", { class: "log none", text: "no log lines" }));
+  if (!record.logs.length) logs.append(el("span", { class: "log level-none", text: "no log lines" }));
   const item = el(
     "article",
     {

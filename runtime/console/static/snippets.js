@@ -42,13 +42,14 @@ function curlSnippet(request, origin) {
   if (request.image.kind !== "file") {
     return `curl -s${stream} ${target} -H 'Content-Type: application/json' -d ${shellQuote(json)}`;
   }
-  // A data: URL is too long for an argument list; printf is a shell builtin, so it is not bound by one.
-  const [before, after] = json.split('"__IMAGE__"');
+  // A data: URL is too long for an argument list; printf is a shell builtin, so it is not bound by one. The JSON is
+  // its format, with the image as its one argument.
+  const format = json.replaceAll("\\", "\\\\").replaceAll("%", "%%").replace('"__IMAGE__"', '"%s"');
   return [
     `IMAGE="data:${request.image.type || "image/png"};base64,$(base64 -w0 ${shellQuote(request.image.name)})"`,
-    `printf '%s' ${shellQuote(before)}'"'"$IMAGE"'"'${shellQuote(after)} |`,
+    `printf ${shellQuote(format)} "$IMAGE" |`,
     `  curl -s${stream} ${target} -H 'Content-Type: application/json' --data-binary @-`,
-  ].join("\n");
+].join("\n");
 }
 
 function py(value) {
