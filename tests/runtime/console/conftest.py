@@ -38,8 +38,10 @@ def chromium_path() -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API runs an event loop in this thread while it is open, and the async tests
+    of later modules need the thread without one."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -50,6 +50,13 @@ def overlay_rects(page: Any) -> list[dict[str, Any]]:
     )
 
 
+def assert_overlay_covers_image(page: Any) -> None:
+    """The overlay's viewBox is the image's pixels; it is only drawn in place if it covers exactly the image."""
+    image = page.locator("#preview").bounding_box()
+    overlay = page.locator("#overlay").bounding_box()
+    assert all(abs(image[k] - overlay[k]) < 1 for k in ("x", "y", "width", "height")), (image, overlay)
+
+
 def boxes_as_rects(bboxes: list[list[float]]) -> list[tuple[float, float, float, float]]:
     return [(x1, y1, x2 - x1, y2 - y1) for x1, y1, x2, y2 in bboxes]
 
@@ -78,6 +85,7 @@ def test_od_boxes_are_drawn_where_the_api_put_them(
     assert [(r["x"], r["y"], r["width"], r["height"]) for r in rects] == boxes_as_rects(answer["bboxes"])
     assert [r["label"] for r in rects] == answer["labels"]
     assert page.eval_on_selector("#overlay", "svg => svg.getAttribute('viewBox')") == "0 0 320 240"
+    assert_overlay_covers_image(page)
     assert json.loads(page.inner_text("#raw-json"))["result"] == {"<OD>": answer}
     page.screenshot(path=shots / "od-fake.png", full_page=True)
 
@@ -118,6 +126,7 @@ def test_od_on_the_tiny_model_draws_every_box_the_api_returned(
     # A random model's boxes differ from CPU to CPU; whatever it returned must be drawn, each where it said.
     assert len(rects) == len(answer["bboxes"])
     assert [(r["x"], r["y"], r["width"], r["height"]) for r in rects] == boxes_as_rects(answer["bboxes"])
+    assert_overlay_covers_image(page)
     page.screenshot(path=shots / "od-tiny-model.png", full_page=True)
 
 
@@ -130,6 +139,7 @@ def test_a_dragged_region_is_sent_as_its_loc_tokens(
     page.set_input_files("#task-form input[name=image]", str(big))
     page.wait_for_selector("#stage[data-empty=false]")
     page.select_option("#task-form select[name=task]", "<REGION_TO_CATEGORY>")
+    assert_overlay_covers_image(page)
     shown = page.locator("#overlay").bounding_box()
     scale = 1600 / shown["width"]
     assert scale > 1.5
@@ -154,15 +164,36 @@ def test_a_dragged_region_is_sent_as_its_loc_tokens(
     assert run["status"] == 200
 
 
+WATCH_TEXT = """() => {
+    window.seenTexts = [];
+    const seen = records => records.forEach(r => r.addedNodes.forEach(n => window.seenTexts.push(n.textContent)));
+    const options = {childList: true, characterData: true, subtree: true};
+    new MutationObserver(seen).observe(document.querySelector('#answer-text'), options);
+}"""
+
+
 def test_a_text_task_streams_into_the_answer(page: Any, fake_server: LiveServer, photo: Path) -> None:
     open_console(page, fake_server)
+    page.evaluate(WATCH_TEXT)
     run = run_task(page, photo, "<CAPTION>")
     assert run["sent"]["stream"] is True
     expected = describe(make_photo())
     assert page.inner_text("#answer-text") == expected
+    seen = [text for text in page.evaluate("window.seenTexts") if text]
+    # One update per streamed word, each the beginning of the answer: shown as it arrived, not at the end.
+    assert len(set(seen)) == len(expected.split(" ")) and all(expected.startswith(text) for text in seen)
     raw = json.loads(page.inner_text("#raw-json"))
-    assert raw["content"] == expected and raw["finish_reason"] == "stop"
-    assert f"from {len(expected.split(' '))} " in raw["object"] or raw["object"].count("chunk")
+    assert raw["content"] == expected and raw["finish_reason"] == "stop" and raw["usage"]["completion_tokens"] > 0
+
+
+def test_a_caption_streamed_from_the_tiny_model_is_its_whole_answer(
+    page: Any, model_server: LiveServer, photo: Path
+) -> None:
+    open_console(page, model_server)
+    run = run_task(page, photo, "<CAPTION>", tokens=12)
+    assert run["sent"]["stream"] is True and run["status"] == 200
+    whole = call(model_server.url, "POST", COMPLETIONS, json_body={**run["sent"], "stream": False})
+    assert page.inner_text("#answer-text") == whole.json()["choices"][0]["message"]["content"]
 
 
 def test_the_snippets_send_the_same_request(page: Any, fake_server: LiveServer, photo: Path) -> None:
@@ -190,12 +221,16 @@ def test_the_snippets_send_the_same_request(page: Any, fake_server: LiveServer, 
     expected = run["response"].json()["result"]
     page.click("#snippets button[data-snippet=curl]")
     out = subprocess.run(
-        ["bash", "-c", page.inner_text("#snippet-code")], cwd=photo.parent, capture_output=True, text=True
+        ["bash", "-c", page.inner_text("#snippet-code")], cwd=photo.parent, capture_output=True, text=True, timeout=60
     )
     assert json.loads(out.stdout)["result"] == expected, out.stderr
     page.click("#snippets button[data-snippet='OpenAI SDK']")
     out = subprocess.run(
-        [sys.executable, "-c", page.inner_text("#snippet-code")], cwd=photo.parent, capture_output=True, text=True
+        [sys.executable, "-c", page.inner_text("#snippet-code")],
+        cwd=photo.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.stdout.splitlines()[-1] == str(expected), out.stderr
     expected = run["response"].json()["result"]
@@ -208,8 +243,11 @@ def test_the_snippets_send_the_same_request(page: Any, fake_server: LiveServer, 
     assert reply.status == 200 and reply.json() == expected
 
 
-def test_an_invoked_function_shows_its_log_lines_live(page: Any, fake_server: LiveServer, shots: Path) -> None:
+def test_an_invoked_function_shows_its_log_lines_live(
+    page: Any, fake_server: LiveServer, photo: Path, shots: Path
+) -> None:
     open_console(page, fake_server)
+    run_task(page, photo, "<OD>")  # the whole page in use, for the README's screenshot
     page.click("#function-list li[data-function=chatty] button")
     page.fill("#invoke-form input[name=query]", "word=bird")
     page.get_by_role("button", name="Invoke", exact=True).click()
@@ -228,4 +266,4 @@ def test_an_invoked_function_shows_its_log_lines_live(page: Any, fake_server: Li
     assert reply.status == 200
     page.wait_for_selector("#invocations section[data-function=quiet] article[data-request-id='from-outside-1']")
     assert SECRET not in page.content()
-    page.screenshot(path=shots / "functions.png", full_page=True)
+    page.screenshot(path=shots / "console.png", full_page=True)
