@@ -26,6 +26,8 @@ from runtime.functions.secrets import SECRETS
 MAX_INVOCATIONS_PER_FUNCTION = 20
 MAX_LINES_PER_REQUEST = 200
 MAX_LINE_CHARS = 8000
+# The access log's line for a request says what the invocation record already does.
+SKIPPED_LOGGERS = frozenset({"uvicorn.access"})
 
 _capture_key: ContextVar[int | None] = ContextVar("console_capture_key", default=None)
 
@@ -81,7 +83,7 @@ class RequestLogCapture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         key = _capture_key.get()
-        if key is None:
+        if key is None or record.name in SKIPPED_LOGGERS:
             return
         line = LogLine(record.created, record.levelname, record.name, _message(record))
         with self._guard:
@@ -117,6 +119,10 @@ class InvocationHistory:
             self._changed.set()
             self._changed = None
         return record
+
+    @property
+    def last_seq(self) -> int:
+        return max((records[-1].seq for records in self._by_function.values() if records), default=0)
 
     def records(self, after: int = 0) -> list[InvocationRecord]:
         every = (record for records in self._by_function.values() for record in records)

@@ -85,6 +85,11 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
 
     async def invocations(request: Request) -> Response:
         after = _int(request.query_params.get("after", "0"))
+        # A reconnecting EventSource resumes after the last event it saw; after a server restart (numbering starts
+        # again) it gets everything.
+        resumed = _int(request.headers.get("last-event-id", ""))
+        if resumed <= history.last_seq:
+            after = max(after, resumed)
         return StreamingResponse(
             _invocation_events(services, history, after),
             media_type="text/event-stream",

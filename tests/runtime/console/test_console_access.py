@@ -194,20 +194,38 @@ def test_the_live_view_ends_when_the_server_drains(functions_dir: Path) -> None:
     connection.close()
 
 
-def test_invocation_events_carry_no_secret(server: LiveServer) -> None:
-    assert call(server.url, "GET", "/raising").status == 500
-    assert call(server.url, "GET", "/chatty?word=x").status == 200
+def _events_until(
+    server: LiveServer, request_id: str, headers: dict[str, str] | None = None
+) -> list[dict[str, object]]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    connection.request("GET", "/_console/api/invocations")
+    connection.request("GET", "/_console/api/invocations", headers=headers or {})
     response = connection.getresponse()
     events: list[dict[str, object]] = []
-    while len(events) < 2:
+    while not events or events[-1]["request_id"] != request_id:
         line = response.readline().decode()
         if line.startswith("data: "):
             events.append(json.loads(line[6:]))
     connection.close()
+    return events
+
+
+def test_invocation_events_carry_no_secret(server: LiveServer) -> None:
+    assert call(server.url, "GET", "/raising").status == 500
+    assert call(server.url, "GET", "/chatty?word=x", headers={"X-Request-Id": "no-secret"}).status == 200
+    events = _events_until(server, "no-secret")
     raising = next(event for event in events if event["function"] == "raising")
     assert raising["status"] == 500
     text = json.dumps(events)
     assert "ValueError: broken on purpose [redacted]" in text
     assert SECRET not in text
+
+
+def test_a_reconnecting_page_resumes_after_the_last_event_it_saw(server: LiveServer) -> None:
+    assert call(server.url, "GET", "/chatty?word=one", headers={"X-Request-Id": "resume-one"}).status == 200
+    seen = _events_until(server, "resume-one")[-1]["seq"]
+    assert call(server.url, "GET", "/chatty?word=two", headers={"X-Request-Id": "resume-two"}).status == 200
+    resumed = _events_until(server, "resume-two", {"Last-Event-ID": str(seen)})
+    assert [event["request_id"] for event in resumed] == ["resume-two"]
+    # An id the server never gave (it restarted and counts from 1 again): everything it has.
+    everything = _events_until(server, "resume-two", {"Last-Event-ID": str(int(str(seen)) + 1000)})
+    assert everything[0]["seq"] == 1 and len(everything) > 2

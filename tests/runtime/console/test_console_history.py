@@ -103,6 +103,7 @@ def test_a_thread_not_started_by_the_request_is_not_captured() -> None:
             thread.start()
             thread.join()
             log.warning("from the request")
-        assert [line.message for line in lines] == ["from the request"]
+            logging.getLogger("uvicorn.access").warning('127.0.0.1:5000 - "GET /x HTTP/1.1" 200')
+        assert [line.message for line in lines] == ["from the request"]  # not the thread's, nor the access log
     finally:
         logging.getLogger().removeHandler(capture)
