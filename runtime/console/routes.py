@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
+from runtime.binding.registry import RegisteredModel
 from runtime.console.access import CONSOLE_PREFIX, host_of, is_loopback_host
 from runtime.console.history import InvocationHistory
 from runtime.errors import NotFound
@@ -48,6 +49,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+Endpoint = Callable[[Request], Awaitable[Response]]
 EVENTS_WAIT_S = 1.0  # how often the live view looks at whether the server is draining
 EVENTS_HEARTBEAT_S = 15.0
 
@@ -56,7 +58,7 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
     """The console's routes; ``check_host``: answer only requests addressed to a loopback host name."""
     static = _static_files()
 
-    def guarded(handler: Any) -> Any:
+    def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             request.scope[ROUTE_KEY] = CONSOLE_PREFIX
             host = host_of(request.headers.get("host", ""))
@@ -171,7 +173,7 @@ def _state_name(services: Services) -> str:
     return "failed" if state.load_error else "loading"
 
 
-def _model(model: Any) -> dict[str, Any]:
+def _model(model: RegisteredModel) -> dict[str, Any]:
     info = model.engine.info
     return {
         "ids": list(model.ids),

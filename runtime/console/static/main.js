@@ -141,6 +141,15 @@ for (const target of [$("#dropzone"), $("#stage")]) {
   });
 }
 
+// An image pasted anywhere on the page (a screenshot in the clipboard) is used like a picked one.
+document.addEventListener("paste", (event) => {
+  const file = [...event.clipboardData.files].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    event.preventDefault();
+    useFile(file);
+  }
+});
+
 // --- dragging a region -------------------------------------------------------------------------------------------
 
 let dragStart = null;
