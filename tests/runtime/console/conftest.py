@@ -7,8 +7,11 @@ Without chromium or Playwright the browser tests skip, saying why; under CI (``C
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,21 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("photos") / "photo.png"
     make_photo().save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def image_url(photo: Path) -> Iterator[str]:
+    """The photo served over HTTP on 127.0.0.1, for the pasted-URL path."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(photo.parent)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/{photo.name}"
+    httpd.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ collector of the browser's console errors."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def fake_settings(functions_dir: Path, **server: Any) -> Settings:
     return Settings(
         server=ServerSettings(functions_dir=functions_dir, reload=True, **server),
         limits=Limits(invocation_timeout_s=10, max_new_tokens=64),
-        media=MediaSettings(max_image_bytes=2_000_000),
+        # The tests' image server listens on loopback, which the SSRF guard refuses unless told otherwise.
+        media=MediaSettings(max_image_bytes=2_000_000, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),)),
         models=(ModelSpec(ids=("microsoft-florence-2-large",), path=Path("/models/fake")),),
     )
 

@@ -97,6 +97,25 @@ def test_a_shifted_box_is_told_apart() -> None:
     assert [(r["x"], r["y"], r["width"], r["height"]) for r in drawn] != boxes_as_rects([[1, 0, 161, 240]])
 
 
+def test_a_pasted_image_url_is_shown_and_sent(page: Any, fake_server: LiveServer, image_url: str, photo: Path) -> None:
+    open_console(page, fake_server)
+    page.fill("#task-form input[name=image_url]", image_url)
+    page.press("#task-form input[name=image_url]", "Tab")  # the URL is taken when the field changes
+    page.wait_for_selector("#stage[data-empty=false]")
+    assert page.get_attribute("#preview", "src") == image_url
+    run = run_task(page, photo, "<OD>")
+    assert run["sent"]["messages"][0]["content"][0]["image_url"]["url"] == image_url
+    answer = run["response"].json()["result"]["<OD>"]
+    rects = overlay_rects(page)
+    assert [(r["x"], r["y"], r["width"], r["height"]) for r in rects] == boxes_as_rects(answer["bboxes"])
+    assert_overlay_covers_image(page)
+    page.click("#snippets button[data-snippet=curl]")
+    curl = page.inner_text("#snippet-code")
+    assert image_url in curl and "base64" not in curl
+    out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout)["result"] == run["response"].json()["result"], out.stderr
+
+
 def test_polygons_and_ocr_regions_are_drawn(page: Any, fake_server: LiveServer, photo: Path) -> None:
     open_console(page, fake_server)
     page.select_option("#task-form select[name=task]", "<REFERRING_EXPRESSION_SEGMENTATION>")
