@@ -116,7 +116,7 @@ def test_a_pasted_image_url_is_shown_and_sent(page: Any, fake_server: LiveServer
     assert json.loads(out.stdout)["result"] == run["response"].json()["result"], out.stderr
 
 
-def test_polygons_and_ocr_regions_are_drawn(page: Any, fake_server: LiveServer, photo: Path) -> None:
+def test_polygons_and_ocr_regions_are_drawn(page: Any, fake_server: LiveServer, photo: Path, shots: Path) -> None:
     open_console(page, fake_server)
     page.select_option("#task-form select[name=task]", "<REFERRING_EXPRESSION_SEGMENTATION>")
     page.fill("#task-form input[name=text_input]", "the red ball")
@@ -126,12 +126,14 @@ def test_polygons_and_ocr_regions_are_drawn(page: Any, fake_server: LiveServer, 
     drawn = page.eval_on_selector_all("#answer-shapes polygon", "ps => ps.map(p => p.getAttribute('points'))")
     expected = [" ".join(f"{x},{y}" for x, y in zip(p[0::2], p[1::2], strict=True)) for o in polygons for p in o]
     assert drawn == expected and drawn
+    page.screenshot(path=shots / "segmentation.png", full_page=True)
 
     run = run_task(page, photo, "<OCR_WITH_REGION>")
     answer = run["response"].json()["result"]["<OCR_WITH_REGION>"]
     labels = page.eval_on_selector_all("#answer-shapes polygon.quad", "ps => ps.map(p => p.dataset.label)")
     assert labels == [label.strip() for label in answer["labels"]] and labels
     assert page.locator("#answer-shapes text").first.text_content() == labels[0]
+    page.screenshot(path=shots / "ocr-regions.png", full_page=True)
 
 
 def test_od_on_the_tiny_model_draws_every_box_the_api_returned(
@@ -191,7 +193,7 @@ WATCH_TEXT = """() => {
 }"""
 
 
-def test_a_text_task_streams_into_the_answer(page: Any, fake_server: LiveServer, photo: Path) -> None:
+def test_a_text_task_streams_into_the_answer(page: Any, fake_server: LiveServer, photo: Path, shots: Path) -> None:
     open_console(page, fake_server)
     page.evaluate(WATCH_TEXT)
     run = run_task(page, photo, "<CAPTION>")
@@ -203,6 +205,7 @@ def test_a_text_task_streams_into_the_answer(page: Any, fake_server: LiveServer,
     assert len(set(seen)) == len(expected.split(" ")) and all(expected.startswith(text) for text in seen)
     raw = json.loads(page.inner_text("#raw-json"))
     assert raw["content"] == expected and raw["finish_reason"] == "stop" and raw["usage"]["completion_tokens"] > 0
+    page.screenshot(path=shots / "caption-streamed.png", full_page=True)
 
 
 def test_a_caption_streamed_from_the_tiny_model_is_its_whole_answer(
