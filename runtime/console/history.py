@@ -30,6 +30,8 @@ MAX_LINE_CHARS = 8000
 SKIPPED_LOGGERS = frozenset({"uvicorn.access"})
 
 _capture_key: ContextVar[int | None] = ContextVar("console_capture_key", default=None)
+# One numbering for every capture of the process, so that two servers in one process (tests) never share a key.
+_keys = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,13 @@ class RequestLogCapture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
-        self._keys = itertools.count(1)
         self._open: dict[int, list[LogLine]] = {}
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[list[LogLine]]:
         """Inside: the lines logged by this request (its task and the threads it hands work to) go to the list."""
-        key = next(self._keys)
+        key = next(_keys)
         lines: list[LogLine] = []
         with self._guard:
             self._open[key] = lines

@@ -107,3 +107,20 @@ def test_a_thread_not_started_by_the_request_is_not_captured() -> None:
         assert [line.message for line in lines] == ["from the request"]  # not the thread's, nor the access log
     finally:
         logging.getLogger().removeHandler(capture)
+
+
+async def test_two_servers_in_one_process_keep_their_requests_apart() -> None:
+    first, second = _capture(), _capture()
+    try:
+
+        async def request(capture: RequestLogCapture, word: str) -> list[str]:
+            with capture.capturing() as lines:
+                log.warning("line of %s", word)
+                await asyncio.sleep(0.01)
+            return [line.message for line in lines]
+
+        one, two = await asyncio.gather(request(first, "one"), request(second, "two"))
+        assert one == ["line of one"] and two == ["line of two"]
+    finally:
+        logging.getLogger().removeHandler(first)
+        logging.getLogger().removeHandler(second)
