@@ -74,6 +74,8 @@ class ServerSettings:
     reload: bool = False
     drain_timeout_s: float = 30.0
     log_level: str = "info"
+    # The local console at /_console: None (auto) turns it on only when `host` is a loopback address.
+    console: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,10 @@ def _bool(name: str, text: str) -> bool:
     raise SettingsError(f"{name}={text!r} is not a boolean (use 1 or 0)")
 
 
+def _auto_bool(name: str, text: str) -> bool | None:
+    return None if text.strip().lower() in ("", "auto") else _bool(name, text)
+
+
 def _text(name: str, text: str) -> str:
     return text.strip()
 
@@ -275,6 +281,15 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         _positive_float,
     ),
     SettingDoc("FLORENCE_LOG_LEVEL", "server", "log_level", "info", "debug, info, warning or error"),
+    SettingDoc(
+        "FLORENCE_CONSOLE",
+        "server",
+        "console",
+        "auto",
+        "the browser console at `/_console`: `auto` (on only when the host is a loopback address), 1 (on for any"
+        " address: whoever reaches the server sees its functions' logs) or 0",
+        _auto_bool,
+    ),
     SettingDoc(
         "FLORENCE_MODELS",
         "models",

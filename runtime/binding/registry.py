@@ -27,6 +27,7 @@ def id_forms(model_id: str) -> tuple[str, ...]:
 class RegisteredModel:
     ids: tuple[str, ...]
     engine: Engine
+    load_s: float | None = None  # seconds its folder took to load and warm up
 
 
 class ModelRegistry:
@@ -34,12 +35,12 @@ class ModelRegistry:
         self._by_id: dict[str, RegisteredModel] = {}
         self._models: list[RegisteredModel] = []
 
-    def add(self, ids: Iterable[str], engine: Engine) -> RegisteredModel:
+    def add(self, ids: Iterable[str], engine: Engine, load_s: float | None = None) -> RegisteredModel:
         expanded = tuple(dict.fromkeys(form for model_id in ids for form in id_forms(model_id)))
         taken = [model_id for model_id in expanded if model_id in self._by_id]
         if taken:
             raise ValueError(f"model ids already registered: {', '.join(taken)}")
-        model = RegisteredModel(ids=expanded, engine=engine)
+        model = RegisteredModel(ids=expanded, engine=engine, load_s=load_s)
         self._models.append(model)
         for model_id in expanded:
             self._by_id[model_id] = model

@@ -9,7 +9,7 @@ from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Routes of the server itself; a function of the same name could never be reached.
-RESERVED_NAMES = frozenset({"v1", "healthz", "readyz", "metrics", "openapi.json"})
+RESERVED_NAMES = frozenset({"v1", "healthz", "readyz", "metrics", "openapi.json", "_console"})
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Concurrency and backpressure: at most N requests run, M wait; beyond that 429, and 503 while not ready.
 
-Only work routes (completions and functions) are admitted here; health, readiness, metrics and the model list
-always answer.
+Only work routes (completions and functions) are admitted here; health, readiness, metrics, the model list and
+the console always answer.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.config import Limits
+from runtime.console.access import CONSOLE_PREFIX
 from runtime.errors import Overloaded, Unavailable
 from runtime.server.errors import error_response
 from runtime.server.metrics import Metrics
 from runtime.server.state import ServerState
 
 UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/openapi.json"})
+# The console's page and its live view (a stream that stays open) must not take a slot, and answer while loading.
+UNMETERED_PREFIX = CONSOLE_PREFIX + "/"
 
 
 class AdmissionMiddleware:
@@ -29,7 +32,7 @@ class AdmissionMiddleware:
         self._queued = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNMETERED_PATHS:
+        if scope["type"] != "http" or scope["path"] in UNMETERED_PATHS or scope["path"].startswith(UNMETERED_PREFIX):
             await self.app(scope, receive, send)
             return
         retry = self.limits.retry_after_s

@@ -11,6 +11,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from runtime.console.access import console_enabled
+from runtime.console.history import InvocationHistory, RequestLogCapture
+from runtime.console.recorder import InvocationRecorderMiddleware
+from runtime.console.routes import console_mount, console_off_mount
 from runtime.openai import openai_routes
 from runtime.server.admission import AdmissionMiddleware
 from runtime.server.body_limit import BodyLimitMiddleware
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 def create_app(services: Services) -> Starlette:
     settings = services.settings
     limits = settings.limits
+    history = InvocationHistory()
+    log_capture = RequestLogCapture()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -37,9 +43,11 @@ def create_app(services: Services) -> Starlette:
         loading = asyncio.create_task(services.load_models())
         loading.add_done_callback(_consume_exception)
         monitor = asyncio.create_task(watch_event_loop(services.metrics))
+        logging.getLogger().addHandler(log_capture)
         try:
             yield
         finally:
+            logging.getLogger().removeHandler(log_capture)
             loading.cancel()
             monitor.cancel()
             await services.close()
@@ -48,12 +56,16 @@ def create_app(services: Services) -> Starlette:
         *openai_routes(services.serving),
         *health_routes(services.state, services.metrics, limits.retry_after_s),
         openapi_route(settings),
+        console_mount(services, history, check_host=settings.server.console is None)
+        if console_enabled(settings.server)
+        else console_off_mount(),
         *function_routes(services.runner, limits.invocation_timeout_s),
     ]
     # Outermost first: every answer, errors included, carries a request id and is counted.
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=services.metrics),
+        Middleware(InvocationRecorderMiddleware, history=history, capture=log_capture),
         Middleware(
             RequestLifetimeMiddleware,
             state=services.state,

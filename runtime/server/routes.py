@@ -17,6 +17,8 @@ from runtime.server.request_id import request_id_of
 from runtime.server.state import ServerState
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# The function a request invoked, for those that record invocations (the console's history).
+FUNCTION_KEY = "florence.function"
 
 
 def health_routes(state: ServerState, metrics: Metrics, retry_after_s: float) -> list[Route]:
@@ -46,6 +48,7 @@ def function_routes(runner: FunctionRunner, wait_until_timeout_s: float) -> list
         name = request.path_params["name"]
         if find_function(runner.functions_dir, name) is not None:
             request.scope[ROUTE_KEY] = f"/{name}"
+            request.scope[FUNCTION_KEY] = name
         invocation = await runner.invoke(name, request, request_id_of(request))
         return invocation.response_then_pending(wait_until_timeout_s)
 

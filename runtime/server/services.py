@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,8 +72,9 @@ class Services:
         try:
             for path, ids in by_path.items():
                 log.info("loading model %s for %s", path, ", ".join(ids))
+                started = time.perf_counter()
                 engine = await asyncio.to_thread(self._engine_loader, path, self.settings.effective_engine)
-                model = self.registry.add(ids, engine)
+                model = self.registry.add(ids, engine, load_s=round(time.perf_counter() - started, 2))
                 self.metrics.random_weights.labels(engine.info.name).set(int(engine.info.random_weights))
                 if engine.info.random_weights:
                     log.warning(
