@@ -50,7 +50,7 @@ def serve_on_ray(settings: Settings) -> int:
         ray.init(address=settings.ray.address, log_to_driver=True)
     else:
         _local_worker_environment()
-        ray.init(num_cpus=cluster_cpus(settings), include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=cluster_cpus(settings), include_dashboard=False, log_to_driver=True)
     stop = _StopSignals()
     try:
         server = settings.server
