@@ -38,8 +38,8 @@ class RayModelHandle:
     async def run(self, request: TaskRequest) -> tuple[str, TaskResult]:
         response = self._handle.run.remote(request)
         try:
-            ref = await self._assigned(response, response._to_object_ref())
             with _translated():
+                ref = await self._assigned(response, response._to_object_ref())
                 answer = await ref
         except asyncio.CancelledError:
             response.cancel()
@@ -51,8 +51,8 @@ class RayModelHandle:
         response = self._streams.stream.remote(request)
         finished = False
         try:
-            refs = await self._assigned(response, response._to_object_ref_gen())
             with _translated():
+                refs = await self._assigned(response, response._to_object_ref_gen())
                 async for ref in refs:
                     yield await ref
             finished = True
