@@ -27,13 +27,14 @@ from live_server import call
 from ray_server import MODEL_ID, RayServer
 
 pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install -e '.[ray]')")
-pytestmark = pytest.mark.slow  # about 90 s: a local Ray cluster starts, and replicas restart twice
+pytestmark = pytest.mark.slow  # about 100 s: a local Ray cluster starts, replicas restart twice, a function times out
 
 REPLICAS = 2
 MAX_CONCURRENT = 4
 MAX_QUEUED = 2
 RETRY_AFTER_S = 2
 REPLICA_WAIT_S = 1.0  # shorter than a replica's restart (a new process, ONNX Runtime, the model, its warm-up)
+INVOCATION_TIMEOUT_S = 25  # above the longest request here (a long one sent twice around a kill), on a busy machine
 LONG_TOKENS = 400  # ignore_eos: seconds of decoding on the tiny model, long enough to kill a replica mid-way
 FUNCTION = (
     "async def fetch(request, env, ctx):\n"
@@ -42,16 +43,21 @@ FUNCTION = (
 )
 
 
+HANGING = "import asyncio\nasync def fetch(request, env, ctx):\n    await asyncio.sleep(3600)\n"
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServer]:
     folder = tmp_path_factory.mktemp("ray-functions")
     (folder / "describe.py").write_text(FUNCTION)
+    (folder / "hanging.py").write_text(HANGING)
     env = {
         "FLORENCE_MAX_CONCURRENT": str(MAX_CONCURRENT),
         "FLORENCE_MAX_QUEUED": str(MAX_QUEUED),
         "FLORENCE_RETRY_AFTER_S": str(RETRY_AFTER_S),
         "FLORENCE_RAY_REPLICA_WAIT_S": str(REPLICA_WAIT_S),
         "FLORENCE_DRAIN_TIMEOUT_S": "30",
+        "FLORENCE_INVOCATION_TIMEOUT_S": str(INVOCATION_TIMEOUT_S),
         "FLORENCE_RAY_REPLICA_CPUS": "0.5",  # two replicas and the ingress on a 2-core machine
         "RAY_DEDUP_LOGS": "0",  # every replica's "serves" line reaches the log (server.replicas() reads them)
     }
@@ -167,6 +173,13 @@ def test_overload_is_429_with_retry_after(server: RayServer) -> None:
         if reply["status"] == 429:
             assert reply["headers"]["Retry-After"] == str(RETRY_AFTER_S)
             assert reply["body"]["error"]["code"] == "overloaded"
+
+
+def test_a_hanging_function_is_408(server: RayServer) -> None:
+    started = time.monotonic()
+    reply = call(server.url, "GET", "/hanging", timeout_s=INVOCATION_TIMEOUT_S + 30)
+    assert reply.status == 408 and reply.error["code"] == "timeout"
+    assert INVOCATION_TIMEOUT_S <= time.monotonic() - started < INVOCATION_TIMEOUT_S + 30
 
 
 def _busiest(pids: list[int], window_s: float = 0.5) -> int:
