@@ -12,13 +12,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-serve test test-fast lint format serve export tiny bench bench-quick fuzz soak clean
+.PHONY: install install-serve test test-fast lint format serve serve-ray export tiny bench bench-quick fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[export,test,bench]"
+	$(PY) -m pip install -q -e ".[export,test,bench,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,6 +51,11 @@ export: install
 
 serve: install $(MODEL_DIR)/export.json
 	$(PY) -m runtime serve --functions functions --model microsoft-florence-2-large=$(MODEL_DIR) --host $(HOST) --port $(PORT) --reload
+
+# The same server on a local Ray Serve cluster, REPLICAS model replicas (the ray extra, installed by `make install`).
+REPLICAS ?= 2
+serve-ray: install $(MODEL_DIR)/export.json
+	$(PY) -m runtime serve --functions functions --model microsoft-florence-2-large=$(MODEL_DIR) --host $(HOST) --port $(PORT) --ray-replicas $(REPLICAS)
 
 bench: install
 	$(PY) -m bench

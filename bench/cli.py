@@ -13,10 +13,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import artefacts, machine, plot, report, server_load, side_by_side, summary, vision_profile, weights
+from bench import (
+    artefacts,
+    machine,
+    plot,
+    ray_row,
+    report,
+    server_load,
+    side_by_side,
+    summary,
+    vision_profile,
+    weights,
+)
 from bench.contenders import ContenderSpec
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
+
+RAY_CLIENTS = 8  # the Ray row's throughput level
 
 
 def _progress(message: str) -> None:
@@ -135,6 +148,9 @@ def run(settings: BenchSettings) -> dict[str, Any]:
             else:
                 results["server"] = {"error": f"the model folder has no {served} variant", "variant": served}
 
+        if settings.ray:
+            results["ray"] = _ray_row(settings, log_dir)
+
     results["rates"] = machine.best_of(probes).to_dict()
     results["rate_probes"] = [p.to_dict() for p in probes]
     server = results.get("server")
@@ -242,6 +258,29 @@ def _load_server(settings: BenchSettings, variant: str, weight_bytes: int, log_d
     )
     _progress(f"HTTP server ({variant}) under {', '.join(map(str, settings.concurrency))} concurrent clients")
     return server_load.run(plan, log_dir, _progress)
+
+
+def _ray_row(settings: BenchSettings, log_dir: Path) -> dict[str, Any]:
+    """On the tiny model whatever the run's architecture: the targets speak of it, and it keeps two replicas and
+    a direct server affordable on a small machine."""
+    if not ray_row.ray_installed():
+        return {"skipped": "the ray extra is not installed (pip install -e '.[ray]')"}
+    model_dir = settings.model_dir
+    if settings.arch != "tiny":
+        checkpoint = artefacts.ensure_checkpoint(Path("checkpoints/tiny"), "tiny", progress=_progress)
+        model_dir = Path("models/tiny")
+        artefacts.ensure_model(model_dir, checkpoint, ("fp32",), complete=False, progress=_progress)
+    plan = ray_row.RayPlan(
+        model_dir=model_dir,
+        clients=RAY_CLIENTS,
+        max_tokens=max(settings.server_tokens, ray_row.MIN_TOKENS),
+        requests=4 * RAY_CLIENTS,
+        seconds=settings.server_seconds,
+        overhead_requests=max(settings.overhead_requests, 10),
+        load_timeout_s=max(settings.load_timeout_s, 240.0),
+        request_timeout_s=settings.job_timeout_s,
+    )
+    return ray_row.run(plan, log_dir, _progress)
 
 
 def _prompt_tokens(contenders: dict[str, Any], shape: ModelShape) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import ray_row
 from bench.measurement import STAGES
 from bench.summary import REFERENCE, mib_text
 from bench.workload import IMAGE_SIZE, TASK, Job
@@ -316,6 +317,52 @@ def _parts(overhead: dict[str, Any]) -> str:
     return f" ({', '.join(parts)}, included)" if parts else ""
 
 
+def _ray(results: dict[str, Any]) -> list[str]:
+    row = results.get("ray")
+    if not row:
+        return []
+    if row.get("skipped"):
+        return ["## Ray Serve", "", f"Not run: {row['skipped']}."]
+    overhead = row.get("overhead_p50_ms") or {}
+    tokens = row.get("throughput_tokens_per_s") or {}
+
+    def number(value: float | None, unit: str = "") -> str:
+        return "–" if value is None else f"{value:,.1f}{unit}"
+
+    extra = overhead.get("ray_over_direct")
+    ratio = row.get("two_over_one")
+    lines = [
+        f"## Ray Serve ({row['model_dir']}, {row['max_tokens']}-token requests, {row.get('cpus')} CPUs)",
+        "",
+        *_table(
+            ["measure", "direct", "Ray, 1 replica", "Ray, 2 replicas", "Ray figure", "target"],
+            [
+                [
+                    "server overhead p50 (ms)",
+                    number(overhead.get("direct")),
+                    number(overhead.get("ray")),
+                    "",
+                    f"+{number(extra)} ms",
+                    f"<= {ray_row.OVERHEAD_TARGET_MS:g} ms: "
+                    + ("–" if extra is None else "met" if extra <= ray_row.OVERHEAD_TARGET_MS else "not met"),
+                ],
+                [
+                    f"{row['clients']} clients (tokens/s)",
+                    "",
+                    number(tokens.get("1")),
+                    number(tokens.get("2")),
+                    _x(ratio),
+                    f">= {ray_row.SCALE_TARGET:g}x where the cores are free: "
+                    + ("–" if ratio is None else "met" if ratio >= ray_row.SCALE_TARGET else "not met"),
+                ],
+            ],
+        ),
+    ]
+    if row.get("error"):
+        lines += ["", f"Errors: {row['error']}"]
+    return lines
+
+
 def markdown(results: dict[str, Any], headline: Job) -> str:
     m = results["machine"]
     model = results["model"]
@@ -337,6 +384,8 @@ def markdown(results: dict[str, Any], headline: Job) -> str:
         *_vision_profile(results),
         "",
         *_server(results),
+        "",
+        *_ray(results),
         "",
     ]
     if results.get("floors_method"):

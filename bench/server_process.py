@@ -30,6 +30,7 @@ class ServerConfig:
     max_new_tokens: int
     request_timeout_s: float
     min_available_bytes: int = DEFAULT_FLOOR_BYTES  # below this, the watch kills the server
+    ray_replicas: int = 0  # > 0: the same server on Ray Serve with that many model replicas (bench/ray_row.py)
 
 
 def free_port() -> int:
@@ -58,6 +59,8 @@ class ServerProcess:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--functions", str(functions_dir),
         ]  # fmt: skip
+        if config.ray_replicas:
+            command += ["--ray-replicas", str(config.ray_replicas)]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = log_path.open("w")
@@ -100,7 +103,7 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=60)  # on Ray: the drain, then the local cluster's shutdown
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

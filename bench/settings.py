@@ -42,6 +42,7 @@ class BenchSettings:
     server: bool
     vision_profile: bool  # the vision encoder's kernel time by operator type (bench/vision_profile.py)
     server_variant: str | None  # None: fp32 where the folder has it
+    ray: bool  # the Ray row (bench/ray_row.py), when the ray extra is installed
 
     @property
     def jobs(self) -> tuple[Job, ...]:
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-profile", action="store_true", help="skip the vision encoder's profile by operator type (fp32, int8)"
     )
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray row (Ray Serve against the direct server)")
     return parser
 
 
@@ -145,4 +147,5 @@ def from_args(argv: list[str] | None = None) -> BenchSettings:
         server=not args.no_server,
         vision_profile=not args.no_profile,
         server_variant=args.server_variant,
+        ray=not args.no_ray,
     )

@@ -1,6 +1,7 @@
 """``python -m runtime serve | invoke | settings``.
 
     serve    [--functions DIR] [--model ID[,ID...]=MODEL_DIR ...] [--host H] [--port P] [--reload]
+             [--ray-replicas N [--ray-address ADDR]]
     invoke   NAME [--data JSON] [--method M] [--path /SUB/PATH] [--functions DIR] [--model ...]
     settings   print the FLORENCE_* settings table (markdown)
 
@@ -56,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (FLORENCE_HOST)")
     serve.add_argument("--port", type=int, help="port (FLORENCE_PORT)")
     serve.add_argument("--reload", action="store_true", default=None, help="pick up edited functions (FLORENCE_RELOAD)")
+    serve.add_argument(
+        "--ray-replicas",
+        type=int,
+        metavar="N",
+        help="serve on Ray Serve with N model replicas per model (FLORENCE_RAY_REPLICAS; needs the ray extra)",
+    )
+    serve.add_argument(
+        "--ray-address", metavar="ADDR", help="join this Ray cluster instead of starting one (FLORENCE_RAY_ADDRESS)"
+    )
     invoke = commands.add_parser("invoke", parents=[common], help="call one function once and print its response")
     invoke.add_argument("name", help="function name (functions/<name>.py or functions/<name>/index.py)")
     invoke.add_argument("--data", help="JSON request body (the request is a POST when given)")
@@ -69,9 +79,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     models = parse_models(args.model) if args.model else None
     server = {"functions_dir": args.functions}
+    ray: dict[str, Any] = {}
     if args.command == "serve":
         server |= {"host": args.host, "port": args.port, "reload": args.reload}
-    return settings.with_overrides(server=server, models=models)
+        if args.ray_replicas is not None and args.ray_replicas < 1:
+            raise SettingsError(
+                f"--ray-replicas {args.ray_replicas}: give at least 1 (or leave it out to serve without Ray)"
+            )
+        ray = {"replicas": args.ray_replicas, "address": args.ray_address}
+    return settings.with_overrides(server=server, models=models, ray=ray)
 
 
 def _check_models(settings: Settings) -> None:
@@ -84,6 +100,17 @@ def _check_models(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> int:
+    if settings.ray.address and not settings.ray.enabled:
+        print("error: --ray-address needs --ray-replicas N (the model replicas to deploy)", file=sys.stderr)
+        return 2
+    if settings.ray.enabled:
+        from runtime.cluster.launch import RayMissing, serve_on_ray
+
+        try:
+            return serve_on_ray(settings)
+        except RayMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
     from runtime.server.serve import build_server
     from runtime.server.services import Services
 

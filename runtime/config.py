@@ -79,17 +79,46 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """Serving through Ray Serve (``--ray-replicas``): model replicas scaled apart from the HTTP ingress."""
+
+    replicas: int = 0  # model replicas per model folder; 0 serves in this process, without Ray
+    address: str = ""  # a running cluster to join (``ray start --head``'s address); empty starts a local one
+    max_replicas: int = 0  # above ``replicas``: autoscale between the two by requests in flight
+    replica_cpus: float = 1.0
+    replica_gpus: float = 0.0
+    ingress_replicas: int = 1
+    ingress_cpus: float = 0.5
+    # Logical CPUs of a local cluster; 0 counts what the deployments ask for, so Ray starts no more workers.
+    cluster_cpus: int = 0
+    # A request whose replica died is retried once; it waits this long for a live replica, then gets a 503.
+    replica_wait_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_replicas and self.max_replicas < self.replicas:
+            raise SettingsError(
+                f"FLORENCE_RAY_MAX_REPLICAS={self.max_replicas} is below the {self.replicas} replicas to start with;"
+                " raise it, or set it to 0 for a fixed number of replicas"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.replicas > 0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: Limits = field(default_factory=Limits)
     media: MediaSettings = field(default_factory=MediaSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
     models: tuple[ModelSpec, ...] = (ModelSpec(ids=DEFAULT_MODEL_IDS, path=Path(DEFAULT_MODEL_DIR)),)
     engine: EngineSettings = field(default_factory=EngineSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, dict[str, Any]] = {"server": {}, "limits": {}, "media": {}}
+        values: dict[str, dict[str, Any]] = {"server": {}, "limits": {}, "media": {}, "ray": {}}
         for var in SETTINGS_DOC:
             if var.name in env and var.section in values:
                 values[var.section][var.attr] = var.parse(var.name, env[var.name])
@@ -101,6 +130,7 @@ class Settings:
             server=ServerSettings(**values["server"]),
             limits=limits,
             media=MediaSettings(**values["media"]),
+            ray=RaySettings(**values["ray"]),
             models=models,
             engine=engine_settings(env),
         )
@@ -111,11 +141,21 @@ class Settings:
         return replace(self.engine, max_new_tokens=self.limits.max_new_tokens, max_beams=self.limits.max_num_beams)
 
     def with_overrides(
-        self, *, server: Mapping[str, Any] | None = None, models: tuple[ModelSpec, ...] | None = None
+        self,
+        *,
+        server: Mapping[str, Any] | None = None,
+        models: tuple[ModelSpec, ...] | None = None,
+        ray: Mapping[str, Any] | None = None,
     ) -> Settings:
         """Command-line flags win over the environment; ``None`` values mean "not given"."""
         given = {key: value for key, value in (server or {}).items() if value is not None}
-        return replace(self, server=replace(self.server, **given), models=models or self.models)
+        given_ray = {key: value for key, value in (ray or {}).items() if value is not None}
+        return replace(
+            self,
+            server=replace(self.server, **given),
+            models=models or self.models,
+            ray=replace(self.ray, **given_ray),
+        )
 
 
 ENGINE_PREFIX = "FLORENCE_ENGINE_"
@@ -194,6 +234,26 @@ def _positive_float(name: str, text: str) -> float:
     return value
 
 
+def _count(name: str, text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not an integer") from None
+    if value < 0:
+        raise SettingsError(f"{name}={text!r} must be 0 or more")
+    return value
+
+
+def _amount(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number") from None
+    if value < 0:
+        raise SettingsError(f"{name}={text!r} must be 0 or more")
+    return value
+
+
 def _port(name: str, text: str) -> int:
     value = _positive_int(name, text)
     if value > 65535:
@@ -236,7 +296,7 @@ def _networks(name: str, text: str) -> tuple[ipaddress.IPv4Network | ipaddress.I
 @dataclass(frozen=True)
 class SettingDoc:
     name: str
-    section: str  # server | limits | media | models | engine
+    section: str  # server | limits | media | ray | models | engine
     attr: str
     default: str
     meaning: str
@@ -390,6 +450,49 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "(none)",
         "CIDRs the SSRF guard lets through, comma-separated (e.g. `127.0.0.0/8` for a local image server)",
         _networks,
+    ),
+    SettingDoc(
+        "FLORENCE_RAY_REPLICAS",
+        "ray",
+        "replicas",
+        "0",
+        "model replicas per model folder on Ray Serve (`--ray-replicas`); 0 serves in one process, without Ray",
+        _count,
+    ),
+    SettingDoc(
+        "FLORENCE_RAY_ADDRESS",
+        "ray",
+        "address",
+        "(none)",
+        "Ray cluster to join (`--ray-address`, e.g. `10.0.0.5:6379`); none starts a local cluster",
+    ),
+    SettingDoc(
+        "FLORENCE_RAY_MAX_REPLICAS",
+        "ray",
+        "max_replicas",
+        "0",
+        "above `FLORENCE_RAY_REPLICAS`: autoscale model replicas between the two by requests in flight",
+        _count,
+    ),
+    SettingDoc("FLORENCE_RAY_REPLICA_CPUS", "ray", "replica_cpus", "1", "CPUs per model replica", _amount),
+    SettingDoc("FLORENCE_RAY_REPLICA_GPUS", "ray", "replica_gpus", "0", "GPUs per model replica", _amount),
+    SettingDoc("FLORENCE_RAY_INGRESS_REPLICAS", "ray", "ingress_replicas", "1", "HTTP ingress replicas", _positive_int),
+    SettingDoc("FLORENCE_RAY_INGRESS_CPUS", "ray", "ingress_cpus", "0.5", "CPUs per ingress replica", _amount),
+    SettingDoc(
+        "FLORENCE_RAY_CLUSTER_CPUS",
+        "ray",
+        "cluster_cpus",
+        "0",
+        "logical CPUs of a local Ray cluster; 0: what the deployments ask for",
+        _count,
+    ),
+    SettingDoc(
+        "FLORENCE_RAY_REPLICA_WAIT_S",
+        "ray",
+        "replica_wait_s",
+        "10",
+        "a request whose model replica died is retried once, waiting this long for a live replica (503 after)",
+        _positive_float,
     ),
     *(
         SettingDoc(

@@ -19,16 +19,15 @@ from typing import Any
 from PIL import Image
 
 from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
-from runtime.engine.generation_config import GenerationConfig, SearchOptions
+from runtime.engine.generation_config import GenerationConfig
 from runtime.engine.pipeline import Job, Outcome, Pipeline, TokenObserver
 from runtime.engine.scheduler import Batch, MicroBatcher, Ticket, wait
 from runtime.engine.sessions import GraphRunner, Sessions, open_sessions
 from runtime.engine.settings import EngineSettings
 from runtime.engine.streaming import TextDeltas
+from runtime.engine.task_rules import TaskRules
 from runtime.errors import (
     InvalidImage,
-    InvalidRequest,
-    InvalidTaskInput,
     ModelLoadFailed,
     RuntimeErrorBase,
     StreamNotSupported,
@@ -61,6 +60,7 @@ class Florence2Engine:
         self.max_new_tokens = (
             settings.max_new_tokens if max_positions is None else min(settings.max_new_tokens, max_positions)
         )
+        self.rules = TaskRules(processor, config, self.max_new_tokens, settings.max_beams)
         variants = runner.variants() if isinstance(runner, Sessions) else {}
         self.info = ModelInfo(
             name=path.name,
@@ -82,10 +82,7 @@ class Florence2Engine:
     # Engine protocol
 
     def is_text_task(self, task: str) -> bool:
-        try:
-            return self.processor.is_text_task(task)
-        except InvalidTaskInput:
-            return False
+        return self.rules.is_text_task(task)
 
     def validate(self, request: TaskRequest) -> None:
         self.prepare(request)
@@ -93,8 +90,7 @@ class Florence2Engine:
     def check_task(
         self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
     ) -> None:
-        self.processor.prompt_ids(task, text_input)
-        self._options(max_new_tokens, num_beams)
+        self.rules.check_task(task, text_input, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
     async def run(self, request: TaskRequest) -> TaskResult:
         return await self._batcher.run(self.prepare(request))
@@ -173,23 +169,8 @@ class Florence2Engine:
         if not isinstance(request.image, Image.Image):
             raise InvalidImage("the request needs one image (a PIL image)", param="image")
         prompt = self.processor.prompt_ids(request.task, request.text_input)
-        options = self._options(request.max_new_tokens, request.num_beams, ignore_eos=request.ignore_eos)
+        options = self.rules.options(request.max_new_tokens, request.num_beams, ignore_eos=request.ignore_eos)
         return Job(request, tuple(prompt), options, on_tokens=on_tokens)
-
-    def _options(self, max_new: int | None, beams: int | None, *, ignore_eos: bool = False) -> SearchOptions:
-        if max_new is None:
-            max_new = min(self.config.default_max_new_tokens, self.max_new_tokens)
-        elif not 1 <= max_new <= self.max_new_tokens:
-            raise InvalidRequest(
-                f"max_new_tokens must be between 1 and {self.max_new_tokens}, not {max_new}", param="max_new_tokens"
-            )
-        if beams is None:
-            beams = min(self.config.num_beams, self.settings.max_beams)
-        elif not 1 <= beams <= self.settings.max_beams:
-            raise InvalidRequest(
-                f"num_beams must be between 1 and {self.settings.max_beams}, not {beams}", param="num_beams"
-            )
-        return SearchOptions(num_beams=beams, max_length=max_new + 1, ignore_eos=ignore_eos)
 
     def _run_batch(self, batch: Batch[Job, TaskResult]) -> list[TaskResult | BaseException]:
         jobs = [_bind_cancel(ticket) for ticket in batch.tickets]

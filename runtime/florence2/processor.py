@@ -50,6 +50,11 @@ class Florence2Processor:
         self.max_prompt_tokens = None if limit is None else limit - self.num_image_tokens
         self._prompt_ids = lru_cache(maxsize=4096)(self._encode_prompt)
 
+    def __reduce__(self) -> tuple[type[Florence2Processor], tuple[PromptTokenizer, ImageConfig, ParseConfig]]:
+        """Pickled as what it is built from (the prompt cache is rebuilt): Ray's ingress checks requests with a
+        model replica's processor."""
+        return (Florence2Processor, (self.tokenizer, self.image_config, self.parse_config))
+
     @classmethod
     def from_model_dir(cls, path: str | Path) -> Florence2Processor:
         folder = Path(path)

@@ -22,6 +22,7 @@ from runtime.server.errors import ErrorEnvelopeMiddleware, make_http_exception_h
 from runtime.server.http_metrics import HttpMetricsMiddleware
 from runtime.server.lifetime import RequestLifetimeMiddleware
 from runtime.server.loop_monitor import watch_event_loop
+from runtime.server.model_replica import ModelReplicaMiddleware
 from runtime.server.openapi import openapi_route
 from runtime.server.request_id import RequestIdMiddleware
 from runtime.server.routes import function_routes, health_routes
@@ -64,6 +65,7 @@ def create_app(services: Services) -> Starlette:
     # Outermost first: every answer, errors included, carries a request id and is counted.
     middleware = [
         Middleware(RequestIdMiddleware),
+        Middleware(ModelReplicaMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=services.metrics),
         Middleware(InvocationRecorderMiddleware, history=history, capture=log_capture),
         Middleware(

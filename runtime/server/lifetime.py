@@ -45,6 +45,7 @@ class RequestLifetimeMiddleware:
             return
         task = asyncio.current_task()
         assert task is not None
+        self.state.requests.add(task)
         watch = _ClientWatch(task, receive)
         if not _has_body(scope):
             await watch.read_empty_body()
@@ -68,6 +69,7 @@ class RequestLifetimeMiddleware:
             raise
         finally:
             watch.stop()
+            self.state.requests.discard(task)
 
 
 def _has_body(scope: Scope) -> bool:

@@ -28,9 +28,10 @@ def health_routes(state: ServerState, metrics: Metrics, retry_after_s: float) ->
 
     async def readyz(request: Request) -> Response:
         request.scope[ROUTE_KEY] = "/readyz"
-        if state.accepting:
+        reason = await state.unready_reason()
+        if reason is None:
             return JSONResponse({"status": "ready"})
-        return error_response(Unavailable(state.not_ready_reason(), retry_after=retry_after_s))
+        return error_response(Unavailable(reason, retry_after=retry_after_s))
 
     async def metrics_endpoint(request: Request) -> Response:
         request.scope[ROUTE_KEY] = "/metrics"

@@ -59,6 +59,10 @@ def build_server(services: Services) -> DrainingServer:
         host=server.host,
         port=server.port,
         log_config=None,  # runtime.server.logs configures logging (request ids, secret scrubbing)
+        # The asyncio loop and h11 whatever else is installed: the ray extra brings uvloop and httptools, which
+        # uvicorn would otherwise pick, and the server's behaviour must not change with the extras installed.
+        loop="asyncio",
+        http="h11",
         timeout_graceful_shutdown=int(max(1, round(server.drain_timeout_s))),
         lifespan="on",
     )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+# Why the server's backends cannot serve now (a Ray model deployment without a healthy replica), or None.
+ReadinessProbe = Callable[[], Awaitable[str | None]]
 
 
 @dataclass
@@ -11,10 +16,19 @@ class ServerState:
     draining: bool = False
     load_error: str | None = None
     active: int = 0  # work requests admitted and not yet finished (running or waiting for a slot)
+    probe: ReadinessProbe | None = None
+    # Tasks of the HTTP requests in progress: a drain that is not uvicorn's (Ray's ingress) cancels them at its end.
+    requests: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def accepting(self) -> bool:
         return self.ready and not self.draining
+
+    async def unready_reason(self) -> str | None:
+        """None when ready: accepting, and the probe (if any) sees every backend serving."""
+        if not self.accepting:
+            return self.not_ready_reason()
+        return await self.probe() if self.probe is not None else None
 
     def not_ready_reason(self) -> str:
         if self.draining:

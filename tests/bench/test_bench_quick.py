@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import ray_row
+
 pytestmark = pytest.mark.slow
 
 
@@ -79,6 +81,17 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
         assert profile["flop_class_ms"] > 0 and profile["other_ms"] > 0
         assert profile["floor"]["flop_class_x"] > 0 and profile["floor"]["other_x"] > 0
 
+    ray = results["ray"]
+    if ray_row.ray_installed():
+        assert "error" not in ray, ray
+        assert ray["overhead_p50_ms"]["direct"] > 0 and ray["overhead_p50_ms"]["ray"] > 0
+        assert ray["throughput_tokens_per_s"]["1"] > 0 and ray["throughput_tokens_per_s"]["2"] > 0
+        for run in ("ray_1", "ray_2"):
+            level = ray["runs"][run]["level"]
+            assert level["errors"] == 0 and level["ok"] >= ray["clients"], level
+    else:
+        assert "ray extra" in ray["skipped"]
+
     names = [target["name"] for target in results["targets"]]
     assert len(names) == 7
     vision = next(target for target in results["targets"] if target["name"].startswith("vision encoder"))
@@ -88,7 +101,9 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
 
 def test_markdown_and_plot_are_written(quick_run: Path) -> None:
     markdown = _one(quick_run, "md").read_text()
-    for heading in ("## Targets", "## Side by side", "## Floors", "## Vision encoder by operator", "## HTTP server"):
+    headings = ("## Targets", "## Side by side", "## Floors", "## Vision encoder by operator", "## HTTP server")
+    headings += ("## Ray Serve",)
+    for heading in headings:
         assert heading in markdown
     assert "engine-int8" in markdown
     assert "| peak RSS MiB | x weights | KV cache MiB |" in markdown

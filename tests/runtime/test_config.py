@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,32 @@ def test_settings_table_lists_every_variable(capsys: pytest.CaptureFixture[str])
 def test_missing_model_folder_is_a_clear_startup_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model", f"x={tmp_path / 'none'}"]) == 2
     assert "make tiny" in capsys.readouterr().err
+
+
+def test_ray_settings_from_the_environment_and_flags() -> None:
+    settings = Settings.from_env(
+        {"FLORENCE_RAY_REPLICAS": "2", "FLORENCE_RAY_MAX_REPLICAS": "4", "FLORENCE_RAY_REPLICA_GPUS": "0.5"}
+    )
+    assert settings.ray.enabled and settings.ray.replicas == 2 and settings.ray.max_replicas == 4
+    assert settings.ray.replica_gpus == 0.5 and settings.ray.address == ""
+    joined = settings.with_overrides(ray={"address": "10.0.0.5:6379", "replicas": None})
+    assert joined.ray.address == "10.0.0.5:6379" and joined.ray.replicas == 2
+    assert not Settings.from_env({}).ray.enabled  # without the flag: the direct server, no Ray
+    with pytest.raises(SettingsError, match="below"):
+        Settings.from_env({"FLORENCE_RAY_REPLICAS": "3", "FLORENCE_RAY_MAX_REPLICAS": "2"})
+    with pytest.raises(SettingsError, match="0 or more"):
+        Settings.from_env({"FLORENCE_RAY_REPLICA_CPUS": "-1"})
+
+
+def test_ray_flags_are_checked_at_startup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    model = f"x={tmp_path}"
+    assert main(["serve", "--model", model, "--ray-replicas", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["serve", "--model", model, "--ray-address", "127.0.0.1:6379"]) == 2
+    assert "--ray-replicas" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as without the extra
+    assert main(["serve", "--model", model, "--ray-replicas", "2"]) == 3
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err

@@ -11,7 +11,11 @@ import runtime
 names = ["runtime"] + [m.name for m in pkgutil.walk_packages(runtime.__path__, "runtime.")]
 names = [name for name in names if name != "runtime.__main__"]  # importing it runs the CLI
 for name in names:
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:  # runtime.cluster's Ray modules, where the ray extra is not installed
+        if (exc.name or "").split(".")[0] != "ray":
+            raise
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum"))
 print(len(names), ",".join(heavy))
 """
