@@ -35,7 +35,9 @@ MAX_QUEUED = 2
 RETRY_AFTER_S = 2
 REPLICA_WAIT_S = 1.0  # shorter than a replica's restart (a new process, ONNX Runtime, the model, its warm-up)
 INVOCATION_TIMEOUT_S = 25  # above the longest request here (a long one sent twice around a kill), on a busy machine
-LONG_TOKENS = 400  # ignore_eos: seconds of decoding on the tiny model, long enough to kill a replica mid-way
+# ignore_eos: 3.5 s of greedy decoding on the tiny model in one idle process, longer on a replica's half core; the
+# kills happen once the requests are seen in flight, well before that
+LONG_TOKENS = 1000
 FUNCTION = (
     "async def fetch(request, env, ctx):\n"
     "    answer = await AI.run('microsoft-florence-2-large', await request.json())\n"
@@ -93,6 +95,20 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+async def until_in_flight(server: RayServer, count: int, timeout_s: float = 30) -> None:
+    """Wait until ``count`` requests hold a slot at the ingress (its /metrics), so they are on their replicas."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            async with session.get(server.url + "/metrics") as response:
+                text = await response.text()
+            held = [line for line in text.splitlines() if line.startswith("florence_requests_in_flight ")]
+            if held and float(held[0].split()[1]) >= count:
+                return
+            assert time.monotonic() < deadline, f"{count} requests never held a slot: {held}"
+            await asyncio.sleep(0.05)
 
 
 def ready(server: RayServer) -> bool:
@@ -194,7 +210,7 @@ def test_a_replica_killed_under_load_is_restarted_and_its_requests_retried(serve
 
     async def kill_busy_replica_mid_way() -> tuple[list[dict[str, Any]], str]:
         load = asyncio.create_task(post_all(server.url, [long_payload()] * MAX_CONCURRENT))
-        await asyncio.sleep(1.0)  # the requests are decoding
+        await until_in_flight(server, MAX_CONCURRENT)
         victim = await asyncio.to_thread(_busiest, list(replicas))
         assert not load.done(), "the requests ended before the kill: raise LONG_TOKENS"
         os.kill(victim, signal.SIGKILL)
@@ -213,7 +229,7 @@ def test_a_replica_killed_under_load_is_restarted_and_its_requests_retried(serve
 def test_no_replica_left_is_503_with_retry_after_and_not_ready(server: RayServer) -> None:
     async def kill_all_mid_way() -> list[dict[str, Any]]:
         load = asyncio.create_task(post_all(server.url, [long_payload()] * 2))
-        await asyncio.sleep(1.0)
+        await until_in_flight(server, 2)
         for pid in server.replicas():
             os.kill(pid, signal.SIGKILL)
         return await load
@@ -237,7 +253,7 @@ def test_no_replica_left_is_503_with_retry_after_and_not_ready(server: RayServer
 def test_sigterm_drains_admitted_requests_then_exits(server: RayServer) -> None:
     async def terminate_under_load() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         load = asyncio.create_task(post_all(server.url, [long_payload()] * 2))
-        await asyncio.sleep(1.0)
+        await until_in_flight(server, 2)
         server.terminate()
         await asyncio.to_thread(wait_for, lambda: not ready(server), 15, "/readyz to say 503")
         late = await post_all(server.url, [completion(max_tokens=8)])
