@@ -50,7 +50,12 @@ class RuntimeErrorBase(Exception):
         self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+        # Imported here: runtime.untrusted raises errors of this module. Whatever a message quotes, the envelope
+        # can always be encoded and stays bounded.
+        from runtime.untrusted import MAX_PARAM_CHARS, for_envelope
+
+        param = None if self.param is None else for_envelope(self.param, MAX_PARAM_CHARS)
+        return {"error": {"message": for_envelope(self.message), "type": self.type, "code": self.code, "param": param}}
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:

@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from runtime.server.app import create_app
+from runtime.server.protocol import http_protocol
 from runtime.server.services import Services
 from runtime.server.state import ServerState
 
@@ -61,6 +62,7 @@ def build_server(services: Services) -> DrainingServer:
         log_config=None,  # runtime.server.logs configures logging (request ids, secret scrubbing)
         timeout_graceful_shutdown=int(max(1, round(server.drain_timeout_s))),
         lifespan="on",
+        http=http_protocol(services.settings.limits.header_timeout_s),
     )
     draining = DrainingServer(config, services.state)
 
