@@ -92,6 +92,7 @@ class AdmissionMiddleware:
     async def _read_body(self, receive: Receive) -> Message:
         """The whole body as one message, read within the body time limit."""
         self._receiving += 1
+        self.metrics.receiving.inc()
         try:
             async with asyncio.timeout(self.limits.body_timeout_s):
                 chunks: list[bytes] = []
@@ -104,6 +105,7 @@ class AdmissionMiddleware:
                         return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         finally:
             self._receiving -= 1
+            self.metrics.receiving.dec()
 
     async def _queue_then_run(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._queued += 1
