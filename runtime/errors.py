@@ -31,7 +31,6 @@ wrong and how to fix it; they never include secrets or tracebacks.
 from __future__ import annotations
 
 import binascii
-import json
 import sys
 from typing import Any, ClassVar, Literal
 
@@ -164,7 +163,7 @@ class UpstreamTimeout(RuntimeErrorBase):
     code = "image_fetch_timeout"
 
 
-Stage = Literal["image_fetch", "image_decode", "request_body", "invocation"]
+Stage = Literal["image_fetch", "image_decode", "invocation"]  # request bodies: runtime.untrusted.parse_json
 
 
 def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
@@ -194,8 +193,4 @@ def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
             return InvalidImage(f"the data: URL is not valid base64 ({exc})")
         if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
             return InvalidImage(f"the image could not be decoded; it is damaged or truncated ({exc})")
-    if stage == "request_body" and isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-        return InvalidRequest(f"the request body is not valid JSON: {exc}")
-    if stage == "request_body" and isinstance(exc, RecursionError):
-        return InvalidRequest("the request body is JSON nested too deeply to read; flatten it")
     return RuntimeErrorBase("internal error; the server log has the details")
