@@ -8,7 +8,7 @@ refuses, JSON nested deep enough to exhaust the recursion of whatever walks it. 
   ``MAX_JSON_DEPTH`` and lone surrogates anywhere (keys included) are a 400 naming where, before any other code
   sees the value;
 - ``quote`` is how a message cites client input: escaped and cut to a bounded length;
-- ``for_log`` escapes control characters (a line break included) so that one record is one line;
+- ``for_log`` escapes control characters (a line break included) so that one record is one line, and bounds it;
 - ``for_envelope`` is the last guard of every error body: surrogates escaped, length bounded.
 
 Metric labels never hold client input at all: they come from closed sets (runtime.server.http_metrics).
@@ -25,6 +25,7 @@ from runtime.errors import InvalidRequest
 MAX_QUOTE_CHARS = 80
 MAX_MESSAGE_CHARS = 1000
 MAX_PARAM_CHARS = 200
+MAX_LOG_CHARS = 20_000  # a long traceback fits; a record quoting a megabyte of input does not
 # Far beyond any real request (the schema's own depth is 6) and far below the interpreter's recursion limit.
 MAX_JSON_DEPTH = 64
 # Integers of a request are token counts and beam widths; 100 digits leaves room for any client's sloppy bound.
@@ -66,12 +67,13 @@ def _int_text(value: int) -> str:
 
 
 def for_log(text: str) -> str:
-    """One log record, one line: control characters (line breaks included) and surrogates escaped.
+    """One log record, one line: control characters (line breaks included) and surrogates escaped, the whole cut to
+    ``MAX_LOG_CHARS``.
 
     A traceback keeps its shape: each of its line breaks becomes a line break followed by an indent, so no line of
     it can pass for a record of its own.
     """
-    return "\n  ".join(escape(line) for line in text.split("\n"))
+    return "\n  ".join(escape(line) for line in cut(text, MAX_LOG_CHARS).split("\n"))
 
 
 def for_envelope(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

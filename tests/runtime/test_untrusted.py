@@ -32,6 +32,7 @@ def test_for_log_keeps_one_record_one_line() -> None:
     assert "\r" not in text and "\x1b" not in text
     assert all(line.startswith("  ") for line in text.split("\n")[1:])  # continuation lines are indented
     assert for_log("plain") == "plain"
+    assert len(for_log("x" * 1_000_000)) < 25_000
 
 
 def test_for_envelope_is_always_utf8_and_bounded() -> None:
