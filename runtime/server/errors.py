@@ -45,7 +45,7 @@ def as_runtime_error(exc: BaseException) -> RuntimeErrorBase:
 def make_http_exception_handler(metrics: Metrics) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        path = request.url.path
+        path = request.scope["path"]  # not request.url, which parses the Host header (the client's to choose)
         if exc.status_code == 404:
             error: RuntimeErrorBase = NotFound(f"no route for {quote(path)}; {_route_hint(request.app, path)}")
         elif exc.status_code == 405:
