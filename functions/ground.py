@@ -11,8 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from runtime.errors import InvalidRequest
-from runtime.functions.helpers import chat, generation_options, image_url_of
+from runtime.functions.helpers import InvalidRequest, chat, generation_options, image_url_of
 
 TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
 

@@ -53,6 +53,8 @@ class Limits:
     retry_after_s: float = 1.0
     max_new_tokens: int = 1024
     max_num_beams: int = 4
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,22 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         str(16 * MiB),
         "largest request body (413 above)",
         _positive_int,
+    ),
+    SettingDoc(
+        "FLORENCE_HEADER_TIMEOUT_S",
+        "limits",
+        "header_timeout_s",
+        "10",
+        "time a client has to send a request's line and headers (the connection is closed past it)",
+        _positive_float,
+    ),
+    SettingDoc(
+        "FLORENCE_BODY_TIMEOUT_S",
+        "limits",
+        "body_timeout_s",
+        "30",
+        "time a client has to send a request's body (408 past it); no slot is held meanwhile",
+        _positive_float,
     ),
     SettingDoc(
         "FLORENCE_INVOCATION_TIMEOUT_S",

@@ -31,7 +31,6 @@ wrong and how to fix it; they never include secrets or tracebacks.
 from __future__ import annotations
 
 import binascii
-import json
 import sys
 from typing import Any, ClassVar, Literal
 
@@ -50,7 +49,12 @@ class RuntimeErrorBase(Exception):
         self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+        # Imported here: runtime.untrusted raises errors of this module. Whatever a message quotes, the envelope
+        # can always be encoded and stays bounded.
+        from runtime.untrusted import MAX_PARAM_CHARS, for_envelope
+
+        param = None if self.param is None else for_envelope(self.param, MAX_PARAM_CHARS)
+        return {"error": {"message": for_envelope(self.message), "type": self.type, "code": self.code, "param": param}}
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -159,7 +163,7 @@ class UpstreamTimeout(RuntimeErrorBase):
     code = "image_fetch_timeout"
 
 
-Stage = Literal["image_fetch", "image_decode", "request_body", "invocation"]
+Stage = Literal["image_fetch", "image_decode", "invocation"]  # request bodies: runtime.untrusted.parse_json
 
 
 def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
@@ -189,8 +193,4 @@ def translate(exc: BaseException, *, stage: Stage) -> RuntimeErrorBase:
             return InvalidImage(f"the data: URL is not valid base64 ({exc})")
         if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
             return InvalidImage(f"the image could not be decoded; it is damaged or truncated ({exc})")
-    if stage == "request_body" and isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-        return InvalidRequest(f"the request body is not valid JSON: {exc}")
-    if stage == "request_body" and isinstance(exc, RecursionError):
-        return InvalidRequest("the request body is JSON nested too deeply to read; flatten it")
     return RuntimeErrorBase("internal error; the server log has the details")

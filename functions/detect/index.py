@@ -13,8 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runtime.errors import InvalidRequest
-from runtime.functions.helpers import chat, generation_options, image_url_of
+from runtime.functions.helpers import InvalidRequest, chat, generation_options, image_url_of
 
 from .drawing import draw_boxes
 

@@ -30,6 +30,8 @@ ResultObserver = Callable[[RegisteredModel, TaskResult], None]
 class ImageSource(Protocol):
     async def load(self, url: str, *, param: str | None = None) -> Image.Image: ...
 
+    async def size_of(self, data: bytes) -> tuple[int, int]: ...
+
 
 @dataclass(frozen=True)
 class PreparedRun:
@@ -76,6 +78,11 @@ class AIBinding:
         if prepared.request.stream:
             return await self._open_stream(prepared)
         return await self._complete(prepared, observe)
+
+    async def image_size(self, data: bytes) -> tuple[int, int]:
+        """Width and height (as shown) of image bytes a function received, checked as ``run`` checks an image:
+        the same byte and pixel limits (413), formats (415) and decoding errors (400)."""
+        return await self._images.size_of(data)
 
     def run_sync(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``run`` for sync functions, which run in worker threads (no streaming: iterate ``run`` for that)."""

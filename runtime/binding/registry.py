@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from runtime.engine.api import Engine
 from runtime.errors import ModelNotFound
+from runtime.untrusted import quote
 
 # The platform names a model in AI.run in one form and in the HTTP API's "model" field in the hub form.
 PLATFORM_TO_HUB: dict[str, str] = {
@@ -50,7 +51,7 @@ class ModelRegistry:
         model = self._by_id.get(model_id)
         if model is None:
             known = ", ".join(self.ids()) or "(none loaded)"
-            raise ModelNotFound(f"unknown model {model_id!r}; known models: {known}", param="model")
+            raise ModelNotFound(f"unknown model {quote(model_id)}; known models: {known}", param="model")
         return model
 
     def ids(self) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 from runtime.config import Limits
 from runtime.errors import SchemaViolation
 from runtime.florence2 import split_task
+from runtime.untrusted import quote
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionReques
     task, text_input = split_task(text)
     ignored = tuple(sorted(key for key in payload if key not in KNOWN_FIELDS))
     if ignored:
-        log.info("ignoring request fields Florence-2 has no use for: %s", ", ".join(ignored))
+        log.info("ignoring request fields Florence-2 has no use for: %s", _field_list(ignored))
     stream_options = payload.get("stream_options") or {}
     return CompletionRequest(
         image_url=content[image_index]["image_url"]["url"],
@@ -68,6 +69,12 @@ def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionReques
         include_usage=bool(stream_options.get("include_usage", False)),
         ignored_fields=ignored,
     )
+
+
+def _field_list(names: tuple[str, ...], shown: int = 10) -> str:
+    """Field names as a log line may hold them: quoted and escaped, at most ``shown`` of them."""
+    listed = ", ".join(quote(name, 40) for name in names[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 
 def _bounded(payload: Mapping[str, Any], names: tuple[str, ...], limit: int, setting: str) -> int | None:

@@ -13,6 +13,7 @@ from runtime.binding.bounded_schema import FORMAT_CHECKER, BoundedDraft7Validato
 from runtime.errors import InvalidTaskInput, SchemaViolation
 from runtime.florence2 import get_task, split_task
 from runtime.spec import request_schema
+from runtime.untrusted import check_json
 
 # Errors from these keywords say which branch failed less precisely than an error deeper in the document.
 _WEAK = frozenset({"anyOf", "oneOf", "allOf", "if", "then"})
@@ -30,6 +31,7 @@ class PayloadValidator:
     def validate(self, payload: Any) -> None:
         if not isinstance(payload, Mapping):
             raise SchemaViolation(f"the payload must be a JSON object with messages, got {_brief(payload)}")
+        check_json(payload)  # a payload from a function has not been through parse_json: depth and surrogates
         errors = list(self._validator.iter_errors(payload))
         if errors:
             error = min(errors, key=lambda e: (-len(e.absolute_path), e.validator in _WEAK))

@@ -28,6 +28,7 @@ from runtime.functions.discovery import FunctionSource, find_function, list_func
 from runtime.functions.env import Env
 from runtime.functions.loader import FunctionImportError, LoadedFunction, ModuleImporter
 from runtime.functions.secrets import SECRETS
+from runtime.untrusted import quote
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class FunctionRunner:
         source = find_function(self.functions_dir, name)
         if source is None:
             known = ", ".join(self.names()) or "none"
-            raise FunctionNotFound(f"no function named {name!r}; functions: {known}")
+            raise FunctionNotFound(f"no function named {quote(name)}; functions: {known}")
         loaded = await self._loaded(source)
         env = Env(loaded.variables, self._ai)
         ctx = Context(request_id, loaded.args, name)

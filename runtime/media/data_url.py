@@ -8,6 +8,7 @@ from urllib.parse import unquote_to_bytes
 
 from runtime.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType, translate
 from runtime.media.formats import ACCEPTED_CONTENT_TYPES, UNTYPED_CONTENT_TYPES, describe_accepted
+from runtime.untrusted import quote
 
 
 def decode_data_url(url: str, max_bytes: int) -> bytes:
@@ -18,7 +19,7 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
     media_type = params[0].lower()
     is_base64 = any(part.lower() == "base64" for part in params[1:])
     if media_type not in ACCEPTED_CONTENT_TYPES and media_type not in UNTYPED_CONTENT_TYPES:
-        raise UnsupportedMediaType(f"the data: URL holds {media_type!r}; expected {describe_accepted()}")
+        raise UnsupportedMediaType(f"the data: URL holds {quote(media_type)}; expected {describe_accepted()}")
     # base64 grows data by 4/3: refuse what cannot fit before spending time and memory on decoding it.
     estimated = len(payload) * 3 // 4 if is_base64 else len(payload)
     if estimated > max_bytes:

@@ -13,6 +13,7 @@ from runtime.errors import ImageFetchFailed, PayloadTooLarge, UnsupportedMediaTy
 from runtime.media.formats import ACCEPTED_CONTENT_TYPES, UNTYPED_CONTENT_TYPES, describe_accepted
 from runtime.media.guard import AddressGuard, PinnedResolver
 from runtime.media.resolver import Resolver, SystemResolver
+from runtime.untrusted import quote
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ImageFetcher:
     def _check_content_type(response: aiohttp.ClientResponse) -> None:
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if content_type not in ACCEPTED_CONTENT_TYPES and content_type not in UNTYPED_CONTENT_TYPES:
-            raise UnsupportedMediaType(f"the image URL serves {content_type!r}; expected {describe_accepted()}")
+            raise UnsupportedMediaType(f"the image URL serves {quote(content_type)}; expected {describe_accepted()}")
         if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
             # Compressed bodies would let a small transfer inflate past the byte cap; images gain nothing from it.
             raise UnsupportedMediaType("the image server sent a compressed (Content-Encoding) body; send it plain")

@@ -16,6 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from runtime.errors import ForbiddenAddress, ImageFetchFailed
 from runtime.media.addresses import IPAddress, IPNetwork, forbidden_reason, in_networks, parse_host_address
 from runtime.media.resolver import Resolver
+from runtime.untrusted import quote
 
 ALLOW_SETTING = "FLORENCE_IMAGE_ALLOWED_NETWORKS"
 
@@ -31,7 +32,7 @@ class AddressGuard:
         reason = forbidden_reason(address)
         if reason is not None:
             raise ForbiddenAddress(
-                f"refusing to fetch an image from {host!r}: it is or resolves to a {reason} address. Images are "
+                f"refusing to fetch an image from {quote(host)}: it is or resolves to a {reason} address. Images are "
                 f"fetched from public addresses only ({ALLOW_SETTING} lets chosen networks through)."
             )
 
@@ -49,9 +50,9 @@ class AddressGuard:
         try:
             addresses = await self._resolver.resolve(host, port)
         except OSError as exc:
-            raise ImageFetchFailed(f"could not resolve the image host {host!r}: {exc.strerror or exc}") from None
+            raise ImageFetchFailed(f"could not resolve the image host {quote(host)}: {exc.strerror or exc}") from None
         if not addresses:
-            raise ImageFetchFailed(f"the image host {host!r} has no address")
+            raise ImageFetchFailed(f"the image host {quote(host)} has no address")
         for address in addresses:  # all of them: a name mixing public and private answers is refused whole
             self.check(host, address)
         return addresses

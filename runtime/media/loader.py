@@ -8,9 +8,9 @@ from typing import Protocol
 from PIL import Image
 
 from runtime.config import MediaSettings
-from runtime.errors import RuntimeErrorBase, UnsupportedUrl
+from runtime.errors import PayloadTooLarge, RuntimeErrorBase, UnsupportedUrl
 from runtime.media.data_url import decode_data_url
-from runtime.media.decode import decode_image
+from runtime.media.decode import decode_image, image_size
 from runtime.media.fetch import ImageFetcher
 from runtime.media.resolver import Resolver
 
@@ -45,6 +45,14 @@ class ImageLoader:
         except RuntimeErrorBase as exc:
             exc.param = exc.param or param
             raise
+
+    async def size_of(self, data: bytes) -> tuple[int, int]:
+        """Width and height (as shown) of image bytes a function received, within the same limits and with the
+        same errors as ``load``."""
+        limit = self._settings.max_image_bytes
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the image is {len(data)} bytes, over {limit}, the limit (FLORENCE_MAX_IMAGE_BYTES)")
+        return await asyncio.to_thread(image_size, data, self._settings.max_image_pixels)
 
     async def close(self) -> None:
         await self._fetcher.close()

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from runtime.errors import UnsupportedMediaType, translate
+from runtime.errors import UnsupportedMediaType
 from runtime.openai.serving import OpenAIServing, server_timing
 from runtime.server.http_metrics import ROUTE_KEY
+from runtime.untrusted import parse_json, quote
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -22,13 +22,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def read_json(request: Request) -> Any:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"the request body must be application/json, not {content_type!r}")
+        raise UnsupportedMediaType(f"the request body must be application/json, not {quote(content_type)}")
     body = await request.body()
-    try:
-        # Off the event loop: decoding a body of several megabytes takes a while.
-        return await asyncio.to_thread(json.loads, body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise translate(exc, stage="request_body") from None
+    # Off the event loop: decoding and checking a body of several megabytes takes a while.
+    return await asyncio.to_thread(parse_json, body)
 
 
 def openai_routes(serving: OpenAIServing) -> list[Route]:

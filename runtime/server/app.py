@@ -78,12 +78,16 @@ def create_app(services: Services) -> Starlette:
         Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, metrics=services.metrics),
         Middleware(AdmissionMiddleware, limits=limits, state=services.state, metrics=services.metrics),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: make_http_exception_handler(services.metrics)},
         lifespan=lifespan,
     )
+    # Starlette would answer /v1/chat/completions/ with a redirect to a URL built from the Host header, which the
+    # client chose; the 404 names the route instead (runtime.server.errors).
+    app.router.redirect_slashes = False
+    return app
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import InvalidRequest, MethodNotAllowed, NotFound, RuntimeErrorBase, translate
 from runtime.functions.secrets import SECRETS
 from runtime.server.metrics import Metrics
+from runtime.untrusted import quote
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,11 @@ def as_runtime_error(exc: BaseException) -> RuntimeErrorBase:
 def make_http_exception_handler(metrics: Metrics) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        path = request.scope["path"]  # not request.url, which parses the Host header (the client's to choose)
         if exc.status_code == 404:
-            error: RuntimeErrorBase = NotFound(
-                f"no route for {request.url.path}; see GET /v1/models or a function path"
-            )
+            error: RuntimeErrorBase = NotFound(f"no route for {quote(path)}; {_route_hint(request.app, path)}")
         elif exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            error = MethodNotAllowed(f"{quote(request.method, 20)} is not allowed on {quote(path)}")
         else:  # Starlette raises no other HTTPException on its own; a route's 4xx is the caller's, 5xx ours
             error = InvalidRequest(str(exc.detail)) if exc.status_code < 500 else RuntimeErrorBase(str(exc.detail))
         response = error_response(error, metrics)
@@ -55,6 +57,16 @@ def make_http_exception_handler(metrics: Metrics) -> Callable[[Request, Exceptio
         return response
 
     return handler
+
+
+def _route_hint(app: Any, path: str) -> str:
+    """Where a path with a trailing slash meant to go. Said, not redirected to: Starlette's redirect names the
+    Host header's server, which the client chose."""
+    exact = {route.path for route in app.router.routes if isinstance(route, Route) and "{" not in route.path}
+    wanted = path.rstrip("/")
+    if path != wanted and wanted in exact:
+        return f"did you mean {wanted} (without the trailing slash)?"
+    return "see GET /v1/models or a function path"
 
 
 class ErrorEnvelopeMiddleware:

@@ -10,6 +10,9 @@ from runtime.server.metrics import Metrics
 
 ROUTE_KEY = "florence.route"  # set by the endpoint that handled the request
 UNMATCHED = "unmatched"
+# Label values come from closed sets: a method the client made up must not add a series per spelling.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 CLIENT_CLOSED = 499  # no response: the client left first (nginx's "client closed request")
 
 
@@ -39,5 +42,6 @@ class HttpMetricsMiddleware:
             raise
         finally:
             route = str(scope.get(ROUTE_KEY, UNMATCHED))
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else OTHER_METHOD
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)

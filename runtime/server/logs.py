@@ -1,5 +1,6 @@
 """Logging for the server and the CLI: request ids on every line, secrets scrubbed from every record, and from
-whatever functions print to stdout or stderr."""
+whatever functions print to stdout or stderr; control characters escaped, so a record is never split into lines
+that pass for records of their own (a request may name a field ``"x\nERROR forged"``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, TextIO
 
 from runtime.functions.secrets import SECRETS
 from runtime.server.request_id import current_request_id
+from runtime.untrusted import for_log
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -27,7 +29,7 @@ class RedactingFilter(logging.Filter):
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
             record.exc_info = None
             record.exc_text = None
-        record.msg = SECRETS.redact(message)
+        record.msg = for_log(SECRETS.redact(message))
         record.args = None
         return True
 

@@ -30,6 +30,9 @@ class Metrics:
         )
         self.in_flight = Gauge("florence_requests_in_flight", "Requests holding a concurrency slot", registry=r)
         self.queue_depth = Gauge("florence_requests_queued", "Requests waiting for a concurrency slot", registry=r)
+        self.receiving = Gauge(
+            "florence_requests_receiving", "Requests whose body is still arriving (they hold no slot yet)", registry=r
+        )
         self.errors = Counter("florence_errors", "Error responses by error code", ["code"], registry=r)
         self.loop_lag = Histogram(
             "florence_event_loop_lag_seconds",

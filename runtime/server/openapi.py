@@ -438,7 +438,7 @@ def _polygons() -> dict[str, Any]:
 _ERROR_MEANINGS: dict[int, str] = {
     400: "The request is invalid: its JSON, the payload schema, the task input, or the image",
     404: "Unknown model",
-    408: "The request ran past FLORENCE_INVOCATION_TIMEOUT_S",
+    408: "The request ran past FLORENCE_INVOCATION_TIMEOUT_S, or its body took over FLORENCE_BODY_TIMEOUT_S",
     413: "The body, the image bytes or the image pixels are over a limit",
     415: "The body is not JSON, or the image is in a format that is not accepted",
     429: "At capacity: every slot is busy and the queue is full; retry after Retry-After",

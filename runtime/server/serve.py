@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from runtime.server.app import create_app
+from runtime.server.protocol import http_protocol
 from runtime.server.services import Services
 from runtime.server.state import ServerState
 
@@ -59,10 +60,10 @@ def build_server(services: Services) -> DrainingServer:
         host=server.host,
         port=server.port,
         log_config=None,  # runtime.server.logs configures logging (request ids, secret scrubbing)
-        # The asyncio loop and h11 whatever else is installed: the ray extra brings uvloop and httptools, which
-        # uvicorn would otherwise pick, and the server's behaviour must not change with the extras installed.
+        # The asyncio loop and h11 (runtime.server.protocol) whatever else is installed: the ray extra brings uvloop
+        # and httptools, which uvicorn would otherwise pick, and the server's behaviour must not change with extras.
         loop="asyncio",
-        http="h11",
+        http=http_protocol(services.settings.limits.header_timeout_s),
         timeout_graceful_shutdown=int(max(1, round(server.drain_timeout_s))),
         lifespan="on",
     )

@@ -6,6 +6,7 @@ also runs on its own (``pytest tests/hardening``).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from fakes import FakeResolver
 from hardening_egress import EgressTripwire
 from hardening_hosts import ALLOWED_ADDRESS, DNS, PRIVATE_ADDRESS, ImageHost, image_host
-from hardening_server import FUNCTIONS, tiny_settings
+from hardening_server import EXAMPLES, FUNCTIONS, tiny_settings
 from hardening_spec import Spec
 from live_server import LiveServer, call, write_functions
 
@@ -50,7 +51,10 @@ def private_host() -> Iterator[ImageHost]:
 
 @pytest.fixture(scope="session")
 def hardening_functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_functions(tmp_path_factory.mktemp("hardening-functions"), FUNCTIONS)
+    """``hello.py`` beside the example functions of functions/ (what users copy: they face the same input)."""
+    folder = tmp_path_factory.mktemp("hardening-functions")
+    shutil.copytree(EXAMPLES, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.md", ".env*"))
+    return write_functions(folder, FUNCTIONS)
 
 
 @pytest.fixture(scope="session")

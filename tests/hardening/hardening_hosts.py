@@ -184,6 +184,7 @@ ROUTES: dict[str, Route] = {
 
 @contextmanager
 def image_host(address: str, routes: dict[str, Route] | None = None) -> Iterator[ImageHost]:
+    images.gzip_bomb()  # built before the host serves it: its build time is not the server's answer time
     server = http.server.ThreadingHTTPServer((address, 0), _Handler)
     server.daemon_threads = True
     host = ImageHost(address=address, port=int(server.server_address[1]))

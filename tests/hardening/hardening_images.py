@@ -64,11 +64,18 @@ def decompression_bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
+def bmp_unknown_header() -> bytes:
+    """A BMP file header followed by an information header of a size no BMP version has (Pillow refuses it)."""
+    info = struct.pack("<I", 99) + b"\0" * 95
+    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 @cache
+@cache  # 2 s to build on a busy machine: as long as the fetch timeout it is served under
 def gzip_bomb(inflated_bytes: int = 200 * 1024 * 1024) -> bytes:
     """gzip of ``inflated_bytes`` zeros after a PNG signature: about 200 kB on the wire."""
     buffer = io.BytesIO()

@@ -17,6 +17,7 @@ MAX_NEW_TOKENS = 16
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT_S = 2.0
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "functions"
 FUNCTIONS = {
     "hello.py": "async def fetch(request, env, ctx):\n    return {'hello': 'world'}\n",
 }

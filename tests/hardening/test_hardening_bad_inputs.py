@@ -57,6 +57,7 @@ FETCH_FAILED = (400, "image_fetch_failed")
 NO_STREAM = (400, "stream_not_supported")
 NO_MODEL = (404, "model_not_found")
 NO_FUNCTION = (404, "function_not_found")
+NOT_FOUND = (404, "not_found")
 NO_METHOD = (405, "method_not_allowed")
 TOO_LARGE = (413, "payload_too_large")
 MEDIA_TYPE = (415, "unsupported_media_type")
@@ -126,10 +127,29 @@ def shouted(path: str) -> Url:
     return lambda host: host.url(path, PUBLIC_NAME.upper()).replace("http:", "HTTP:")
 
 
+def with_raw_json(old: str, new: str) -> Build:
+    """The valid request with a piece of its JSON text replaced (for what ``json.dumps`` will not write)."""
+    return raw(json.dumps(completion_body()).replace(old, new, 1).encode())
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def upload(path: str, data: bytes, media_type: str = "image/png") -> Build:
+    """An example function called with ``data`` as the POSTed body."""
+    return raw(data, media_type, "POST", path)
+
+
 NAN_MAX_TOKENS = json.dumps(completion_body()).replace('"max_tokens": 2', '"max_tokens": NaN').encode()
 TEN_MB_TEXT = "a cat " * (10 * MiB // 6)
 PERCENT_ENCODED_PNG = "".join(f"%{byte:02X}" for byte in SMALL_PNG)
 OVER = MAX_NEW_TOKENS + 1
+DIGITS_5000 = "9" * 5000
+TWO = '"max_tokens": 2'
+TEXT = '"type": "text"'
+VALID_JSON = json.dumps(completion_body()).encode()
+BMP_UNKNOWN_HEADER = images.bmp_unknown_header()
 
 CATALOGUE: tuple[Case, ...] = (
     # The body itself
@@ -282,6 +302,37 @@ CATALOGUE: tuple[Case, ...] = (
     Case("POST on openapi.json", raw(b"{}", JSON, "POST", "/openapi.json"), NO_METHOD),
     Case("unknown function", raw(None, None, "GET", "/no-such-function"), NO_FUNCTION),
     Case("path traversal as a function", raw(None, None, "GET", "/..%2F..%2Fetc%2Fpasswd"), NO_FUNCTION),
+    Case("300-character path segment", raw(None, None, "GET", "/" + "a" * 300), NO_FUNCTION),
+    Case("100 kB request line", raw(None, None, "GET", "/" + "a" * 100_000), NOT_JSON),
+    Case("made-up method", raw(None, None, "PURGE", "/v1/models"), NO_METHOD),
+    Case("trailing slash on completions", raw(VALID_JSON, JSON, "POST", COMPLETIONS + "/"), NOT_FOUND),
+    # Encodings and sizes that Python's own parsers refuse
+    Case("lone surrogate in the text", completion(text="<CAPTION>\ud800"), NOT_JSON),
+    Case("lone surrogate in grounding text", completion(text="<CAPTION_TO_PHRASE_GROUNDING>a \ud800 dog"), NOT_JSON),
+    Case("lone surrogate in the role", edited(lambda b: b["messages"][0].update(role="\udfff")), NOT_JSON),
+    Case("lone surrogate in the model", completion(model="\ud800"), NOT_JSON),
+    Case("lone surrogate in a field name", completion(**{"x\ud800": 1}), NOT_JSON),
+    Case("5000-digit integer in an ignored field", with_raw_json(TWO, f"{TWO}, \"n\": {DIGITS_5000}"), NOT_JSON),
+    Case("5000-digit max_tokens", with_raw_json(TWO, TWO.replace("2", DIGITS_5000)), NOT_JSON),
+    Case("JSON 980 deep in a content part", with_raw_json(TEXT, f'"deep": {nested(980)}, {TEXT}'), NOT_JSON),
+    Case("JSON 980 deep as the text", with_raw_json('"text": "<CAPTION>"', f'"text": {nested(980)}'), NOT_JSON),
+    Case("JSON 980 deep in the image_url", with_raw_json('{"url"', f'{{"deep": {nested(980)}, "url"'), NOT_JSON),
+    # The example functions (what users copy) with the same kind of input
+    Case("caption: max_tokens=²", upload("/caption?max_tokens=%C2%B2", SMALL_PNG), NOT_JSON),
+    Case("caption: 5000-digit max_tokens", upload(f"/caption?max_tokens={DIGITS_5000}", SMALL_PNG), NOT_JSON),
+    Case("caption: BMP with an unknown header", upload("/caption", BMP_UNKNOWN_HEADER, "image/bmp"), BAD_IMAGE),
+    Case("caption: upload", upload("/caption?max_tokens=2", SMALL_PNG), OK),
+    Case("region: 5000-digit box", upload(f"/region?box={DIGITS_5000},1,2,3", SMALL_PNG), NOT_JSON),
+    Case("region: box of nan", upload("/region?box=nan,1,2,3", SMALL_PNG), NOT_JSON),
+    Case("region: box of inf", upload("/region?box=0,0,inf,3", SMALL_PNG), NOT_JSON),
+    Case("region: 20000x20000 upload", upload("/region?box=1,1,2,2", images.decompression_bomb_png()), TOO_LARGE),
+    Case("region: BMP with an unknown header", upload("/region?box=1,1,2,2", BMP_UNKNOWN_HEADER), BAD_IMAGE),
+    Case("region: not an image", upload("/region?box=1,1,2,2", b"just text" * 10, "text/plain"), MEDIA_TYPE),
+    Case("region: max_tokens=²", upload("/region?box=1,1,20,20&max_tokens=%C2%B2", SMALL_PNG), NOT_JSON),
+    Case("region: upload", upload("/region?box=1,1,20,20&max_tokens=2", SMALL_PNG), OK),
+    Case("detect: 20000x20000 upload", upload("/detect/annotated.png", images.decompression_bomb_png()), TOO_LARGE),
+    Case("ocr: 5000-digit max_tokens", upload(f"/ocr?max_tokens={DIGITS_5000}", SMALL_PNG), NOT_JSON),
+    Case("ground: max_tokens=²", upload("/ground?caption=a%20dog&max_tokens=%C2%B2", SMALL_PNG), NOT_JSON),
 )  # fmt: skip
 
 
@@ -311,7 +362,7 @@ def test_bad_input(case: Case, tiny_server: LiveServer, public_host: ImageHost, 
     assert reply.status == status, reply.body[:500]
     assert reply.headers.get("x-request-id")
     if code is None:
-        if reply.headers["content-type"].startswith(JSON):
+        if reply.headers["content-type"].startswith(JSON) and request.path == COMPLETIONS:
             assert reply.json()["object"] == "chat.completion"
     else:
         assert reply.error["code"] == code, reply.error

@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from runtime.server.app import create_app
+from runtime.server.protocol import http_protocol
 from runtime.server.serve import DrainingServer
 from runtime.server.services import Services
 
@@ -33,6 +34,7 @@ class LiveServer:
             lifespan="on",
             timeout_graceful_shutdown=drain_timeout_s,
             access_log=False,
+            http=http_protocol(services.settings.limits.header_timeout_s),
         )
         self.server = DrainingServer(config, services.state)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)

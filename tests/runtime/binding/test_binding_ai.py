@@ -130,7 +130,7 @@ async def test_unknown_fields_are_ignored_and_logged(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.INFO, logger="runtime.binding.request"):
         answer = await _binding(FakeEngine()).run(MODEL, payload(temperature=0.1, top_p=0.5))
     assert isinstance(answer, dict)
-    assert "temperature, top_p" in caplog.text
+    assert "'temperature', 'top_p'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="runtime.binding.request"):
         await _binding(FakeEngine()).run(MODEL, payload(ignore_eos=True))
