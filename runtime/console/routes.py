@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from runtime.binding.registry import RegisteredModel
@@ -107,6 +107,17 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
             Route("/api/invocations", guarded(invocations), methods=["GET"]),
         ],
     )
+
+
+def console_entry() -> Route:
+    """``/_console`` without its slash: a redirect to the fixed path ``/_console/``, never built from the request's
+    ``Host`` (the server's own trailing-slash redirects are off for that reason)."""
+
+    async def entry(request: Request) -> Response:
+        request.scope[ROUTE_KEY] = CONSOLE_PREFIX
+        return RedirectResponse(CONSOLE_PREFIX + "/", status_code=308)
+
+    return Route(CONSOLE_PREFIX, entry, methods=["GET"])
 
 
 def console_off_mount() -> Mount:

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from runtime.console.access import console_enabled
 from runtime.console.history import InvocationHistory, RequestLogCapture
 from runtime.console.recorder import InvocationRecorderMiddleware
-from runtime.console.routes import console_mount, console_off_mount
+from runtime.console.routes import console_entry, console_mount, console_off_mount
 from runtime.openai import openai_routes
 from runtime.server.admission import AdmissionMiddleware
 from runtime.server.body_limit import BodyLimitMiddleware
@@ -57,6 +57,7 @@ def create_app(services: Services) -> Starlette:
         *openai_routes(services.serving),
         *health_routes(services.state, services.metrics, limits.retry_after_s),
         openapi_route(settings),
+        console_entry(),
         console_mount(services, history, check_host=settings.server.console is None)
         if console_enabled(settings.server)
         else console_off_mount(),

@@ -7,8 +7,10 @@ response on a kept-alive connection); past it the connection is closed, as nginx
 The body's own time limit is the admission's (runtime.server.admission), where the request has a request id and
 can be answered.
 
-A request line or header that the parser refuses (too long, not HTTP) is answered 400 in the one error envelope,
-with a fresh request id, instead of uvicorn's plain text.
+A request line or header that the parser refuses (not HTTP), or a head longer than ``MAX_HEAD_BYTES``, is answered
+400 in the one error envelope, with a fresh request id, instead of uvicorn's plain text. h11 bounds only a head it
+is still waiting for; one that arrives whole in a single read would pass at any length, so the bound is counted
+here, whatever way the bytes arrive.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from runtime.server.request_id import HEADER as REQUEST_ID_HEADER
 log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_SETTING = "FLORENCE_HEADER_TIMEOUT_S"
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers, as h11 allows an incomplete head; nginx reads 8 KiB lines
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")  # h11 also takes bare line feeds
 BAD_REQUEST_MESSAGE = (
     "the request line or headers could not be parsed: malformed, or longer than the server reads; "
     "send a well-formed HTTP/1.1 request with a shorter path and headers"
@@ -40,12 +44,17 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     class HeadTimedProtocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
         _waiting_since_cycle: Any = None  # the request cycle that was current when the wait for a head began
+        _head_bytes: int | None = None  # bytes of the awaited head so far; None once its end was seen
+        _head_tail = b""  # the last bytes read, in case the head's end spans two reads
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self._wait_for_head()
 
         def data_received(self, data: bytes) -> None:
+            if self._head_too_long(data):
+                self.send_400_response("request head too long")
+                return
             super().data_received(data)
             if self._head_timer is not None and self.cycle is not self._waiting_since_cycle:
                 self._stop_head_timer()  # a new request's head is complete: its cycle exists
@@ -74,7 +83,21 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
             self.transport.write(head.encode("ascii") + body)
             self.transport.close()
 
+        def _head_too_long(self, data: bytes) -> bool:
+            if self._head_bytes is None:
+                return False
+            window = self._head_tail + data
+            ends = [(i + len(mark)) for mark in _HEAD_ENDS if (i := window.find(mark)) != -1]
+            if not ends:
+                self._head_bytes += len(data)
+                self._head_tail = window[-3:]
+                return self._head_bytes > MAX_HEAD_BYTES
+            head = self._head_bytes + min(ends) - len(self._head_tail)
+            self._head_bytes, self._head_tail = None, b""
+            return head > MAX_HEAD_BYTES
+
         def _wait_for_head(self) -> None:
+            self._head_bytes, self._head_tail = 0, b""
             if self.transport.is_closing():
                 return
             self._stop_head_timer()
