@@ -30,12 +30,13 @@ def ids_of(processor: Florence2Processor, *pieces: str) -> list[int]:
 
 
 def test_a_caption_with_padding_is_clean(processor: Florence2Processor, oracle: Any) -> None:
-    ids = ids_of(processor, "</s>", "<s>", "A green car parked in front of a yellow building.", "<pad>", "<pad>", "</s>")
+    caption = "A green car parked in front of a yellow building."
+    ids = ids_of(processor, "</s>", "<s>", caption, "<pad>", "<pad>", "</s>")
     kept = processor.decode(ids)
     assert kept.endswith("building.<pad><pad></s>")
     # transformers' own answer keeps the padding: the negative control of the assertion below.
     assert oracle.post_process_generation(kept, task="<CAPTION>", image_size=SIZE)["<CAPTION>"].endswith("<pad><pad>")
-    assert processor.answer(ids, "<CAPTION>", SIZE) == {"<CAPTION>": "A green car parked in front of a yellow building."}
+    assert processor.answer(ids, "<CAPTION>", SIZE) == {"<CAPTION>": caption}
 
 
 def test_a_region_category_drops_its_location_tokens(processor: Florence2Processor) -> None:
