@@ -98,7 +98,7 @@ def _op_types(graph: onnx.GraphProto) -> set[str]:
 
 
 def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Path) -> None:
-    from runtime.engine.sessions import GRAPHS, graph_file
+    from runtime.engine.variants import GRAPHS, find_graph_files
 
     decoder = onnx.load(str(q4_model_dir / "onnx" / "decoder_model_merged_q4.onnx"))
     ops = _op_types(decoder.graph)
@@ -118,7 +118,7 @@ def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Pa
     weights = {d: files[f"onnx/{file_name('decoder_model_merged', d)}_data"] for d in ("fp32", "q4")}
     assert weights["q4"] < weights["fp32"] / 2
     # the runtime resolves the same files as the exporter recorded
-    resolved = {g: graph_file(q4_model_dir / "onnx", g, "q4")[0].name for g in GRAPHS}
+    resolved = {g: find_graph_files(q4_model_dir / "onnx", g, "q4")[0].paths[0].name for g in GRAPHS}
     assert resolved == {g: Path(path).name for g, path in record["graphs"]["q4"].items()}
 
 
