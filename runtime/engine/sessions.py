@@ -176,7 +176,9 @@ class Graph:
 class Sessions:
     """The four graphs of one model folder, on one execution provider."""
 
-    def __init__(self, graphs: Mapping[str, Graph | SplitDecoder], providers: tuple[str, ...], device_id: int, io_binding: bool):
+    def __init__(
+        self, graphs: Mapping[str, Graph | SplitDecoder], providers: tuple[str, ...], device_id: int, io_binding: bool
+    ):
         self.graphs = dict(graphs)
         self.providers = providers
         self.device = "cuda" if providers[0] == _CUDA else "cpu"
