@@ -13,6 +13,7 @@ from typing import Any
 
 from export.errors import ExportError
 from export.layout import DTYPES, FINAL_GRAPHS, SHARED_GRAPHS, file_name, requires
+from export.transformers_js import write_transformers_js_keys
 
 log = logging.getLogger("export")
 
@@ -35,6 +36,7 @@ def add_variant(model_dir: Path, checkpoint: Path, dtype: str, *, validate: bool
     record["graphs"][dtype] = {g: f"onnx/{file_name(g, dtype)}" for g in FINAL_GRAPHS}
     if validate and record.get("parity"):
         record["parity"][dtype] = _validate(model_dir, checkpoint, dtype)[dtype]
+    write_transformers_js_keys(model_dir)
     record["files"] = folder.file_sizes(model_dir)
     folder.write_json(record_path, record)
     return record

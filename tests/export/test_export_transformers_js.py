@@ -1,0 +1,150 @@
+"""Our exported folder in transformers.js (@huggingface/transformers in Node, offline) equals our engine.
+
+transformers.js gets our pixel values (it resizes with sharp, not Pillow) and builds its prompts from the folder's
+preprocessor_config.json; its prompt ids and greedy token ids must equal the engine's, and its parsed answers must
+come from the parser the task names. The negative control strips the keys the export writes for it: transformers.js
+then feeds ``<OD>`` as characters and parses everything as text.
+
+The Node project is tests/export/transformersjs (``ONNXRUNTIME_NODE_INSTALL=skip npm ci`` there; .ci/run does it).
+Without node or its node_modules the test is skipped, unless FLORENCE_REQUIRE_NODE=1 (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.transformers_js import JS_CONFIG_KEY, task_keys
+from runtime.engine import EngineSettings, TaskRequest, load
+from runtime.engine.model import Florence2Engine
+from runtime.florence2 import TASKS
+
+NODE_PROJECT = Path(__file__).parent / "transformersjs"
+MAX_NEW_TOKENS = 12
+PROMPTS = [
+    "<OD>",
+    "<CAPTION>",
+    "<OCR_WITH_REGION>",
+    "<REGION_TO_CATEGORY><loc_100><loc_200><loc_300><loc_400>",
+    "<CAPTION_TO_PHRASE_GROUNDING>a green car",
+    "<REFERRING_EXPRESSION_SEGMENTATION>the door",
+]
+# transformers.js's answer shapes per post-processing type (it parses no polygons).
+JS_SHAPES = {"pure_text": str, "ocr": "quad_boxes", "bboxes": "bboxes", "description_with_bboxes": "bboxes"}
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    if node and (NODE_PROJECT / "node_modules" / "@huggingface" / "transformers").is_dir():
+        return node
+    why = f"node or {NODE_PROJECT}/node_modules is missing (ONNXRUNTIME_NODE_INSTALL=skip npm ci there)"
+    if os.environ.get("FLORENCE_REQUIRE_NODE") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def images() -> list[Image.Image]:
+    rng = np.random.default_rng(7)
+    return [Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)) for w, h in ((80, 60), (50, 90))]
+
+
+def split(prompt: str) -> tuple[str, str | None]:
+    tag = prompt[: prompt.index(">") + 1]
+    return tag, prompt[len(tag) :] or None
+
+
+def run_transformers_js(node: str, model_dir: Path, engine: Florence2Engine, work: Path) -> list[dict[str, Any]]:
+    cases = []
+    for i, image in enumerate(images()):
+        pixels = engine.processor.preprocess([image]).astype(np.float32)
+        path = work / f"pixels-{i}.bin"
+        pixels.tofile(path)
+        for prompt in PROMPTS:
+            tag, _ = split(prompt)
+            cases.append(
+                {"text": prompt, "task": tag, "pixel_values_file": str(path), "dims": list(pixels.shape)}
+                | {"image_size": list(image.size)}
+            )
+    request = work / "request.json"
+    request.write_text(json.dumps({"model_dir": str(model_dir), "dtype": "fp32", "max_new_tokens": MAX_NEW_TOKENS,
+                                   "cases": cases}))  # fmt: skip
+    done = subprocess.run(
+        [node, "run.mjs", str(request)], cwd=NODE_PROJECT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)["answers"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Iterator[Florence2Engine]:
+    engine = load(tiny_model_dir, EngineSettings(warmup=False))
+    yield engine
+    asyncio.run(engine.close())
+
+
+def engine_answers(engine: Florence2Engine) -> list[Any]:
+    requests = [
+        TaskRequest(image=image, task=tag, text_input=text, max_new_tokens=MAX_NEW_TOKENS, num_beams=1)
+        for image in images()
+        for tag, text in map(split, PROMPTS)
+    ]
+    return [asyncio.run(engine.run(r)) for r in requests]
+
+
+def test_the_export_writes_what_transformers_js_reads(tiny_model_dir: Path) -> None:
+    preprocessor = json.loads((tiny_model_dir / "preprocessor_config.json").read_text())
+    for key, value in task_keys().items():
+        assert preprocessor[key] == value
+    assert preprocessor["task_prompts_without_inputs"]["<OD>"] == "Locate the objects with category name in the image."
+    assert preprocessor["task_prompts_with_input"]["<CAPTION_TO_PHRASE_GROUNDING>"].endswith("{input}")
+    external = json.loads((tiny_model_dir / "config.json").read_text())[JS_CONFIG_KEY]["use_external_data_format"]
+    graphs = sorted(p.name for p in (tiny_model_dir / "onnx").glob("*.onnx"))
+    assert sorted(external) == graphs  # every graph of our export keeps its weights in a side file
+
+
+def test_transformers_js_generates_what_the_engine_generates(
+    tiny_model_dir: Path, engine: Florence2Engine, tmp_path: Path
+) -> None:
+    node = node_or_skip()
+    theirs = run_transformers_js(node, tiny_model_dir, engine, tmp_path)
+    ours = engine_answers(engine)
+    for case, (js, result) in enumerate(zip(theirs, ours, strict=True)):
+        tag, text = split(PROMPTS[case % len(PROMPTS)])
+        label = f"{PROMPTS[case % len(PROMPTS)]} (image {case // len(PROMPTS)})"
+        assert js["prompt_ids"] == engine.processor.prompt_ids(tag, text), label
+        assert js["generated_ids"][1:] == list(result.token_ids), label  # after the decoder start token
+        answer = js["parsed"].get(tag)
+        shape = JS_SHAPES.get(TASKS[tag].parse_type.value)
+        if shape is str:
+            # transformers.js keeps the special tokens; ours is the clean text of the same ids.
+            clean = engine.processor.tokenizer.decode(js["generated_ids"], skip_special_tokens=True).strip()
+            assert isinstance(answer, str) and clean == result.parsed[tag], label
+        elif shape is not None:
+            assert shape in answer, label
+
+
+def test_without_the_keys_transformers_js_reads_tags_as_text(
+    tiny_model_dir: Path, engine: Florence2Engine, tmp_path: Path
+) -> None:
+    """Negative control: the folder as exported before, without the processor keys."""
+    node = node_or_skip()
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder, symlinks=True)
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    for key in task_keys():
+        del preprocessor[key]
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    theirs = run_transformers_js(node, folder, engine, tmp_path)
+    assert theirs[0]["prompt"] == "<OD>"
+    assert theirs[0]["prompt_ids"] != engine.processor.prompt_ids("<OD>", None)
+    assert isinstance(theirs[0]["parsed"]["<OD>"], str)
