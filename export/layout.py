@@ -11,8 +11,10 @@ DECODER = "decoder_model"
 DECODER_WITH_PAST = "decoder_with_past_model"
 
 FINAL_GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER_MERGED)
-DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8", "q4")
-_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8", "q4": "_q4"}
+# q8 is transformers.js's name for 8-bit files (``_quantized``, its WebAssembly default): the int8 conversion under
+# that name, for folders served to transformers.js.
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8", "q8", "q4")
+_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8", "q8": "_quantized", "q4": "_q4"}
 # A variant may keep some graphs in another variant's file. q4 (4-bit weight-only MatMulNBits) pays only on the
 # memory-bound decoder step; the compute-bound graphs (vision encoder, encoder) run faster in dynamic int8, so
 # the q4 variant reads their int8 files (the runtime resolves files the same way).

@@ -109,7 +109,7 @@ def _convert(dtype: str, src: Path, dst: Path) -> Path:
 def _convert_quietly(dtype: str, src: Path, dst: Path) -> Path:
     if dtype == "fp16":
         return _to_fp16(src, dst)
-    if dtype == "int8":
+    if dtype in ("int8", "q8"):
         return _to_int8(src, dst)
     if dtype == "q4":
         return _to_q4(src, dst)

@@ -63,7 +63,9 @@ def split(prompt: str) -> tuple[str, str | None]:
     return tag, prompt[len(tag) :] or None
 
 
-def run_transformers_js(node: str, model_dir: Path, engine: Florence2Engine, work: Path) -> list[dict[str, Any]]:
+def run_transformers_js(
+    node: str, model_dir: Path, engine: Florence2Engine, work: Path, dtype: str = "fp32"
+) -> list[dict[str, Any]]:
     cases = []
     for i, image in enumerate(images()):
         pixels = engine.processor.preprocess([image]).astype(np.float32)
@@ -76,7 +78,7 @@ def run_transformers_js(node: str, model_dir: Path, engine: Florence2Engine, wor
                 | {"image_size": list(image.size)}
             )
     request = work / "request.json"
-    request.write_text(json.dumps({"model_dir": str(model_dir), "dtype": "fp32", "max_new_tokens": MAX_NEW_TOKENS,
+    request.write_text(json.dumps({"model_dir": str(model_dir), "dtype": dtype, "max_new_tokens": MAX_NEW_TOKENS,
                                    "cases": cases}))  # fmt: skip
     done = subprocess.run(
         [node, "run.mjs", str(request)], cwd=NODE_PROJECT, capture_output=True, text=True, timeout=300, check=False
@@ -116,7 +118,37 @@ def test_transformers_js_generates_what_the_engine_generates(
     tiny_model_dir: Path, engine: Florence2Engine, tmp_path: Path
 ) -> None:
     node = node_or_skip()
-    theirs = run_transformers_js(node, tiny_model_dir, engine, tmp_path)
+    same_answers(engine, run_transformers_js(node, tiny_model_dir, engine, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def q8_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported with transformers.js's q8 (``_quantized``) files; the conversion is int8's,
+    validated with it."""
+    from export.exporter import export_model
+
+    out = tmp_path_factory.mktemp("q8") / "model"
+    export_model(str(tiny_checkpoint), out, dtypes=("fp32", "q8"), validate=False)
+    return out
+
+
+def test_q8_files_load_in_transformers_js_and_the_engine(q8_model_dir: Path, tmp_path: Path) -> None:
+    """transformers.js's WebAssembly default dtype asks for ``_quantized`` files of all four graphs."""
+    graphs = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged")
+    record = json.loads((q8_model_dir / "export.json").read_text())
+    assert record["graphs"]["q8"] == {g: f"onnx/{g}_quantized.onnx" for g in graphs}
+    external = json.loads((q8_model_dir / "config.json").read_text())[JS_CONFIG_KEY]["use_external_data_format"]
+    assert {f"{g}_quantized.onnx" for g in graphs} <= set(external)
+    engine = load(q8_model_dir, EngineSettings(variant="q8", warmup=False))
+    try:
+        assert dict(engine.info.graph_variants) == dict.fromkeys(graphs, "q8")
+        node = node_or_skip()
+        same_answers(engine, run_transformers_js(node, q8_model_dir, engine, tmp_path, dtype="q8"))
+    finally:
+        asyncio.run(engine.close())
+
+
+def same_answers(engine: Florence2Engine, theirs: list[dict[str, Any]]) -> None:
     ours = engine_answers(engine)
     for case, (js, result) in enumerate(zip(theirs, ours, strict=True)):
         tag, text = split(PROMPTS[case % len(PROMPTS)])
