@@ -1,5 +1,6 @@
-"""``python -m export.add_variant MODEL_DIR --checkpoint CKPT --dtype q4``: add a decoder-only variant to an
-exported folder without tracing again; validated like the exporter's variants and recorded in ``export.json``."""
+"""``python -m export.add_variant MODEL_DIR --checkpoint CKPT --dtype q4``: add a variant that converts only the
+decoder (its other graphs are copies of another variant's) to an exported folder without tracing again; validated
+like the exporter's variants and recorded in ``export.json``."""
 
 from __future__ import annotations
 

@@ -122,28 +122,31 @@ def test_transformers_js_generates_what_the_engine_generates(
 
 
 @pytest.fixture(scope="module")
-def q8_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported with transformers.js's q8 (``_quantized``) files; the conversion is int8's,
-    validated with it."""
+def quantized_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported with the files of transformers.js's q8 (``_quantized``) and q4 (``_q4``, q4 brings
+    int8 along); their conversions are validated by tests/export/test_export_variants.py."""
     from export.exporter import export_model
 
-    out = tmp_path_factory.mktemp("q8") / "model"
-    export_model(str(tiny_checkpoint), out, dtypes=("fp32", "q8"), validate=False)
+    out = tmp_path_factory.mktemp("quantized") / "model"
+    export_model(str(tiny_checkpoint), out, dtypes=("fp32", "q8", "q4"), validate=False)
     return out
 
 
-def test_q8_files_load_in_transformers_js_and_the_engine(q8_model_dir: Path, tmp_path: Path) -> None:
-    """transformers.js's WebAssembly default dtype asks for ``_quantized`` files of all four graphs."""
+@pytest.mark.parametrize(("dtype", "suffix"), [("q8", "_quantized"), ("q4", "_q4")])
+def test_quantized_files_load_in_transformers_js_and_the_engine(
+    quantized_model_dir: Path, tmp_path: Path, dtype: str, suffix: str
+) -> None:
+    """transformers.js asks for the dtype's file of all four graphs (q8 is its WebAssembly default)."""
     graphs = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged")
-    record = json.loads((q8_model_dir / "export.json").read_text())
-    assert record["graphs"]["q8"] == {g: f"onnx/{g}_quantized.onnx" for g in graphs}
-    external = json.loads((q8_model_dir / "config.json").read_text())[JS_CONFIG_KEY]["use_external_data_format"]
-    assert {f"{g}_quantized.onnx" for g in graphs} <= set(external)
-    engine = load(q8_model_dir, EngineSettings(variant="q8", warmup=False))
+    record = json.loads((quantized_model_dir / "export.json").read_text())
+    assert record["graphs"][dtype] == {g: f"onnx/{g}{suffix}.onnx" for g in graphs}
+    external = json.loads((quantized_model_dir / "config.json").read_text())[JS_CONFIG_KEY]["use_external_data_format"]
+    assert {f"{g}{suffix}.onnx" for g in graphs} <= set(external)
+    engine = load(quantized_model_dir, EngineSettings(variant=dtype, warmup=False))
     try:
-        assert dict(engine.info.graph_variants) == dict.fromkeys(graphs, "q8")
+        assert dict(engine.info.graph_variants) == dict.fromkeys(graphs, dtype)
         node = node_or_skip()
-        same_answers(engine, run_transformers_js(node, q8_model_dir, engine, tmp_path, dtype="q8"))
+        same_answers(engine, run_transformers_js(node, quantized_model_dir, engine, tmp_path, dtype=dtype))
     finally:
         asyncio.run(engine.close())
 
