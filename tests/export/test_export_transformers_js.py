@@ -1,9 +1,11 @@
 """Our exported folder in transformers.js (@huggingface/transformers in Node, offline) equals our engine.
 
 transformers.js gets our pixel values (it resizes with sharp, not Pillow) and builds its prompts from the folder's
-preprocessor_config.json; its prompt ids and greedy token ids must equal the engine's, and its parsed answers must
-come from the parser the task names. The negative control strips the keys the export writes for it: transformers.js
-then feeds ``<OD>`` as characters and parses everything as text.
+preprocessor_config.json; its prompt ids and greedy token ids must equal the engine's (fp32, q8 and q4 files), its
+answers must come from the parser the task names, and on well-formed answers its parsed results must equal ours
+(boxes within the one pixel between its float64 and transformers' float32 arithmetic; pure text without the special
+tokens it keeps). The negative control strips the keys the export writes for it: transformers.js then feeds
+``<OD>`` as characters and parses everything as text.
 
 The Node project is tests/export/transformersjs (``ONNXRUNTIME_NODE_INSTALL=skip npm ci`` there; .ci/run does it).
 Without node or its node_modules the test is skipped, unless FLORENCE_REQUIRE_NODE=1 (CI) makes that a failure.
@@ -39,6 +41,18 @@ PROMPTS = [
     "<CAPTION_TO_PHRASE_GROUNDING>a green car",
     "<REFERRING_EXPRESSION_SEGMENTATION>the door",
 ]
+CAR = "<loc_52><loc_333><loc_932><loc_774>"
+DOOR = "<loc_100><loc_20><loc_300><loc_600>"
+QUAD = "".join(f"<loc_{v}>" for v in (10, 20, 110, 20, 110, 60, 10, 60))
+WELL_FORMED = [
+    ("</s><s>A green car parked in front of a yellow building.</s>", "<CAPTION>", (640, 480)),
+    ("</s><s>CUDA FOR ENGINEERS</s>", "<OCR>", (640, 480)),
+    (f"</s><s>car{CAR}door{DOOR}wheel{CAR}{DOOR}</s>", "<OD>", (640, 480)),
+    (f"</s><s>turquoise Volkswagen Beetle{CAR}wooden door{DOOR}</s>", "<DENSE_REGION_CAPTION>", (1280, 960)),
+    (f"</s><s>{CAR}{DOOR}</s>", "<REGION_PROPOSAL>", (333, 222)),
+    (f"</s><s>CUDA{QUAD}FOR ENGINEERS{QUAD}</s>", "<OCR_WITH_REGION>", (1000, 500)),
+    ("<s>a<loc_312><loc_312><loc_312><loc_312></s>", "<OD>", (144, 144)),
+]
 # transformers.js's answer shapes per post-processing type (it parses no polygons).
 JS_SHAPES = {"pure_text": str, "ocr": "quad_boxes", "bboxes": "bboxes", "description_with_bboxes": "bboxes"}
 
@@ -64,8 +78,9 @@ def split(prompt: str) -> tuple[str, str | None]:
 
 
 def run_transformers_js(
-    node: str, model_dir: Path, engine: Florence2Engine, work: Path, dtype: str = "fp32"
-) -> list[dict[str, Any]]:
+    node: str, model_dir: Path, engine: Florence2Engine, work: Path, dtype: str = "fp32", texts: list[Any] = ()
+) -> dict[str, Any]:
+    """transformers.js's answers to every image x prompt, and its parse of ``texts`` ((text, task, size) each)."""
     cases = []
     for i, image in enumerate(images()):
         pixels = engine.processor.preprocess([image]).astype(np.float32)
@@ -78,13 +93,14 @@ def run_transformers_js(
                 | {"image_size": list(image.size)}
             )
     request = work / "request.json"
+    parse = [{"text": text, "task": task, "image_size": list(size)} for text, task, size in texts]
     request.write_text(json.dumps({"model_dir": str(model_dir), "dtype": dtype, "max_new_tokens": MAX_NEW_TOKENS,
-                                   "cases": cases}))  # fmt: skip
+                                   "cases": cases, "texts": parse}))  # fmt: skip
     done = subprocess.run(
         [node, "run.mjs", str(request)], cwd=NODE_PROJECT, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)["answers"]
+    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,22 @@ def test_transformers_js_generates_what_the_engine_generates(
     tiny_model_dir: Path, engine: Florence2Engine, tmp_path: Path
 ) -> None:
     node = node_or_skip()
-    same_answers(engine, run_transformers_js(node, tiny_model_dir, engine, tmp_path))
+    answers = run_transformers_js(node, tiny_model_dir, engine, tmp_path, texts=WELL_FORMED)
+    same_answers(engine, answers["answers"])
+    # The random model's answers are rarely well formed; on well-formed ones the parsers agree, transformers.js in
+    # float64 pixels where transformers (and so the engine) truncates float32 ones.
+    for (text, task, size), theirs in zip(WELL_FORMED, answers["parsed_texts"], strict=True):
+        ours = engine.processor.post_process(text, task, size)[task]
+        theirs = theirs[task]
+        if isinstance(ours, str):
+            assert theirs.strip() == ours, text
+            continue
+        key = "quad_boxes" if "quad_boxes" in ours else "bboxes"
+        assert theirs["labels"] == ours["labels"], text
+        js_pixels = [[int(v) for v in box] for box in theirs[key]]
+        assert len(js_pixels) == len(ours[key]) > 0, text
+        for js_box, box in zip(js_pixels, ours[key], strict=True):
+            assert all(abs(a - b) <= 1 for a, b in zip(js_box, box, strict=True)), (text, js_box, box)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +177,7 @@ def test_quantized_files_load_in_transformers_js_and_the_engine(
     try:
         assert dict(engine.info.graph_variants) == dict.fromkeys(graphs, dtype)
         node = node_or_skip()
-        same_answers(engine, run_transformers_js(node, quantized_model_dir, engine, tmp_path, dtype=dtype))
+        same_answers(engine, run_transformers_js(node, quantized_model_dir, engine, tmp_path, dtype=dtype)["answers"])
     finally:
         asyncio.run(engine.close())
 
@@ -179,7 +210,7 @@ def test_without_the_keys_transformers_js_reads_tags_as_text(
     for key in task_keys():
         del preprocessor[key]
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
-    theirs = run_transformers_js(node, folder, engine, tmp_path)
+    theirs = run_transformers_js(node, folder, engine, tmp_path)["answers"]
     assert theirs[0]["prompt"] == "<OD>"
     assert theirs[0]["prompt_ids"] != engine.processor.prompt_ids("<OD>", None)
     assert isinstance(theirs[0]["parsed"]["<OD>"], str)

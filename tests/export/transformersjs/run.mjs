@@ -46,4 +46,8 @@ for (const c of request.cases) {
     parsed,
   });
 }
-process.stdout.write(JSON.stringify({ answers, dtype: request.dtype }));
+// Given texts, parsed by transformers.js's post-processing alone.
+const parsed_texts = (request.texts ?? []).map((t) =>
+  processor.post_process_generation(t.text, t.task, t.image_size),
+);
+process.stdout.write(JSON.stringify({ answers, parsed_texts, dtype: request.dtype }));
