@@ -228,9 +228,7 @@ def graph_files(onnx_dir: Path, graph: str, settings: EngineSettings) -> GraphFi
     variant = settings.variant_choice.of(graph)
     try:
         files, fell_back = find_graph_files(onnx_dir, graph, variant, fallback=settings.variant_fallback)
-    except MissingVariant as exc:
-        raise ModelLoadFailed(str(exc)) from None
-    except FileNotFoundError as exc:
+    except (MissingVariant, FileNotFoundError) as exc:  # their messages say what the folder has and what to do
         raise ModelLoadFailed(str(exc)) from None
     if fell_back:
         log.warning("%s has no %s file in %s; loading fp32 (variant_fallback is on)", graph, variant, onnx_dir)
