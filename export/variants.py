@@ -1,4 +1,4 @@
-"""fp32, fp16, int8 and q4 files of the graphs, named with the transformers.js suffixes.
+"""fp32, fp16, int8, q8 (int8 named `_quantized`) and q4 files of the graphs, with transformers.js suffixes.
 
 Variants are made from the fp32 graphs before the decoder merge (the converters handle plain graphs better than
 ``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. ``write_decoder_variant`` adds a
