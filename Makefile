@@ -64,9 +64,10 @@ bench-quick: install
 	$(PY) -m bench --quick
 
 # Schemathesis against /openapi.json: 2000 examples per operation on the fake engine, 500 on the tiny model
-# (CI runs 500 and 100 as part of `make test`).
+# (CI runs 500 and 100 as part of `make test`); then generation against transformers on 500 random requests (CI: 50).
 fuzz: install
 	FUZZ_EXAMPLES=2000 FUZZ_MODEL_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/hardening/test_hardening_fuzz.py
+	FUZZ_BEAM_CASES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/runtime/engine/test_engine_beam_fuzz.py
 
 # The overload run at soak size: 100,000 requests on the fake engine, 3000 on the tiny model (CI: 5000 and 300).
 soak: install

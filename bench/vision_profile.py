@@ -36,7 +36,7 @@ import psutil
 from bench.memory import DEFAULT_FLOOR_BYTES, MemoryWatch, ProcHighWaterMark
 
 # Variants whose vision encoder the benchmark profiles, where the folder has them: fp32 (the target) and int8 (the
-# fastest vision encoder on a CPU; q4 reads the int8 file).
+# fastest vision encoder on a CPU; q4's vision encoder is the int8 conversion).
 PROFILED_VARIANTS: tuple[str, ...] = ("fp32", "int8")
 
 # The kernels whose work the FLOP floor counts: matrix products and convolutions, in every form ONNX Runtime's

@@ -1,5 +1,6 @@
-"""``python -m export.add_variant MODEL_DIR --checkpoint CKPT --dtype q4``: add a decoder-only variant to an
-exported folder without tracing again; validated like the exporter's variants and recorded in ``export.json``."""
+"""``python -m export.add_variant MODEL_DIR --checkpoint CKPT --dtype q4``: add a variant that converts only the
+decoder (its other graphs are copies of another variant's) to an exported folder without tracing again; validated
+like the exporter's variants and recorded in ``export.json``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from export.errors import ExportError
 from export.layout import DTYPES, FINAL_GRAPHS, SHARED_GRAPHS, file_name, requires
+from export.transformers_js import write_transformers_js_keys
 
 log = logging.getLogger("export")
 
@@ -35,6 +37,7 @@ def add_variant(model_dir: Path, checkpoint: Path, dtype: str, *, validate: bool
     record["graphs"][dtype] = {g: f"onnx/{file_name(g, dtype)}" for g in FINAL_GRAPHS}
     if validate and record.get("parity"):
         record["parity"][dtype] = _validate(model_dir, checkpoint, dtype)[dtype]
+    write_transformers_js_keys(model_dir)
     record["files"] = folder.file_sizes(model_dir)
     folder.write_json(record_path, record)
     return record

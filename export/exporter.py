@@ -15,6 +15,7 @@ from typing import Any
 from export.errors import ExportError, GraphExportFailed, MissingExportExtra, ValidationFailed
 from export.layout import DECODER, DECODER_WITH_PAST, DTYPES, FINAL_GRAPHS, file_name, requires
 from export.source import CheckpointFormat, detect_format, read_config, resolve
+from export.transformers_js import write_transformers_js_keys
 
 log = logging.getLogger("export")
 
@@ -82,6 +83,7 @@ def export_model(
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "export_seconds": round(time.perf_counter() - started, 2),
     }
+    write_transformers_js_keys(out)
     record["files"] = folder.file_sizes(out)
     folder.write_json(out / "export.json", record)
     return record

@@ -1,4 +1,4 @@
-"""fp32, fp16, int8 and q4 files of the graphs, named with the transformers.js suffixes.
+"""fp32, fp16, int8, q8 (int8 named `_quantized`) and q4 files of the graphs, with transformers.js suffixes.
 
 Variants are made from the fp32 graphs before the decoder merge (the converters handle plain graphs better than
 ``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. ``write_decoder_variant`` adds a
@@ -61,8 +61,7 @@ def write_variant(dtype: str, onnx_dir: Path, work: Path) -> list[Path]:
     """Write the four graphs of ``dtype`` into ``onnx_dir`` from the fp32 graphs (decoders unmerged in ``work``)."""
     written = []
     if dtype != "fp32":
-        for graph in (g for g in _PLAIN_GRAPHS if graph_dtype(g, dtype) == dtype):  # see SHARED_GRAPHS
-            written.append(_convert(dtype, onnx_dir / file_name(graph, "fp32"), onnx_dir / file_name(graph, dtype)))
+        written += _plain_graphs(dtype, onnx_dir)
         for graph in (DECODER, DECODER_WITH_PAST):
             _convert(dtype, work / file_name(graph, "fp32"), work / file_name(graph, dtype))
     merged = merge_decoders(
@@ -77,7 +76,22 @@ def write_decoder_variant(dtype: str, onnx_dir: Path) -> Path:
     """Write the merged decoder of a decoder-only ``dtype`` (q4) from the merged fp32 decoder in ``onnx_dir``."""
     if any(graph_dtype(g, dtype) == dtype for g in _PLAIN_GRAPHS):
         raise ValueError(f"{dtype} converts more than the decoder; export the model again with --dtype {dtype}")
+    _plain_graphs(dtype, onnx_dir)
     return _convert(dtype, onnx_dir / file_name(DECODER_MERGED, "fp32"), onnx_dir / file_name(DECODER_MERGED, dtype))
+
+
+def _plain_graphs(dtype: str, onnx_dir: Path) -> list[Path]:
+    """``dtype``'s files of the graphs other than the decoder: converted from fp32, or copied from the variant
+    whose conversion they hold (SHARED_GRAPHS), with their own side file."""
+    written = []
+    for graph in _PLAIN_GRAPHS:
+        conversion = graph_dtype(graph, dtype)
+        target = onnx_dir / file_name(graph, dtype)
+        if conversion == dtype:
+            written.append(_convert(dtype, onnx_dir / file_name(graph, "fp32"), target))
+        else:
+            written.append(save_model(onnx.load(str(onnx_dir / file_name(graph, conversion))), target))
+    return written
 
 
 @contextlib.contextmanager
@@ -109,7 +123,7 @@ def _convert(dtype: str, src: Path, dst: Path) -> Path:
 def _convert_quietly(dtype: str, src: Path, dst: Path) -> Path:
     if dtype == "fp16":
         return _to_fp16(src, dst)
-    if dtype == "int8":
+    if dtype in ("int8", "q8"):
         return _to_int8(src, dst)
     if dtype == "q4":
         return _to_q4(src, dst)

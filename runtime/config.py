@@ -309,9 +309,11 @@ ENGINE_MEANINGS: dict[str, str] = {
     "provider": "ONNX Runtime execution provider: `auto` (CUDA when there is one), `cpu` or `cuda`",
     "device_id": "GPU index, with CUDA",
     "variant": (
-        "graph files to load: `fp32`, `fp16`, `int8` or `q4` (4-bit decoder over the int8 graphs);"
-        " a missing variant falls back to fp32"
+        "graph files to load, by transformers.js dtype: `fp32`, `fp16`, `int8`, `uint8`, `q8` (`_quantized`), `q4`,"
+        " `q4f16` or `bnb4`; one for all graphs or per graph (`fp16,decoder_model_merged=q4`); a missing file is"
+        " an error listing the folder's variants"
     ),
+    "variant_fallback": "load a graph's fp32 file when the chosen variant's is missing (logged) instead of failing",
     "vision_batch_size": "images per vision-encoder run; 0: one on a CPU (saves memory, costs no time), all on a GPU",
     "prepack_weights": "pre-pack CPU MatMul weights at load: same resident memory, faster runs (decoder ~1.5x)",
     "release_memory": "give each graph run's memory back to the system: lower peak memory, encoders ~3% slower",

@@ -45,9 +45,9 @@ class ModelInfo:
     name: str  # folder name
     path: str
     random_weights: bool  # outputs mean nothing; servers must say so loudly
-    variant: str  # fp32 | fp16 | int8
+    variant: str  # the variant setting, e.g. "fp32" or "fp16,decoder_model_merged=q4"
     providers: tuple[str, ...]  # ONNX Runtime execution providers in use
-    graph_variants: tuple[tuple[str, str], ...] = ()  # (graph, variant loaded): a missing variant falls back to fp32
+    graph_variants: tuple[tuple[str, str], ...] = ()  # (graph, variant loaded); fp32 where variant_fallback applied
 
 
 class Engine(Protocol):

@@ -117,7 +117,7 @@ class Florence2Engine:
         (ticket,) = self._batcher.submit([job])
         waiter = asyncio.ensure_future(wait(ticket))
         getter: asyncio.Future[list[int]] | None = None
-        deltas = TextDeltas(self.processor, strip_ids={self.processor.bos_id, self.processor.eos_id})
+        deltas = TextDeltas(self.processor, strip_ids=self.processor.special_ids)
         try:
             while not waiter.done():
                 getter = asyncio.ensure_future(updates.get())

@@ -141,7 +141,7 @@ class Pipeline:
         text = self.processor.decode(token_ids)
         task = job.request.task
         try:
-            parsed = self.processor.post_process(text, task, job.request.image.size)
+            parsed = self.processor.answer(token_ids, task, job.request.image.size)
         except RuntimeErrorBase as exc:
             return exc
         except Exception as exc:  # a parser bug must fail this request only, with the reason logged upstream

@@ -25,15 +25,21 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.engine.settings import EngineSettings
+from runtime.engine.split_decoder import SplitDecoder
+from runtime.engine.variants import (
+    DECODER,
+    EMBED_TOKENS,
+    ENCODER,
+    GRAPHS,
+    VISION_ENCODER,
+    GraphFiles,
+    MissingVariant,
+    find_graph_files,
+)
 from runtime.errors import InferenceFailed, ModelLoadFailed
 
 log = logging.getLogger(__name__)
 
-VISION_ENCODER = "vision_encoder"
-EMBED_TOKENS = "embed_tokens"
-ENCODER = "encoder_model"
-DECODER = "decoder_model_merged"
-GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER)
 # The order the sessions are created in. While a session is created, its weights briefly exist twice (as parsed
 # and as pre-packed); the merged decoder's transient is the largest (2.2 GiB for its 1.0 GB file), so it goes
 # first, onto the smallest resident base. Large fp32 model: load peak 3.4-3.8 GiB in this order, 4.5 GiB in
@@ -48,16 +54,6 @@ _TRIM_BEFORE_RUN: tuple[str, ...] = (VISION_ENCODER, ENCODER)
 # Graphs whose outputs outlive their run: the decoder's are the KV cache, held for the whole generation.
 _LASTING_OUTPUTS: tuple[str, ...] = (DECODER,)
 
-# File suffixes per variant, as transformers.js names them; int8 also answers to the older "_quantized".
-_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "fp32": ("",),
-    "fp16": ("_fp16",),
-    "int8": ("_int8", "_quantized"),
-    "q4": ("_q4",),
-}
-# Graphs a variant reads from another variant's files (the exporter's export.layout.SHARED_GRAPHS): 4-bit
-# weight-only pays on the memory-bound decoder step only; the compute-bound graphs run faster in int8.
-_SHARED: dict[str, tuple[str, tuple[str, ...]]] = {"q4": ("int8", (VISION_ENCODER, EMBED_TOKENS, ENCODER))}
 _CPU = "CPUExecutionProvider"
 # ONNX Runtime's run option that frees a device arena's unused regions at the end of each run.
 _ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
@@ -180,7 +176,9 @@ class Graph:
 class Sessions:
     """The four graphs of one model folder, on one execution provider."""
 
-    def __init__(self, graphs: Mapping[str, Graph], providers: tuple[str, ...], device_id: int, io_binding: bool):
+    def __init__(
+        self, graphs: Mapping[str, Graph | SplitDecoder], providers: tuple[str, ...], device_id: int, io_binding: bool
+    ):
         self.graphs = dict(graphs)
         self.providers = providers
         self.device = "cuda" if providers[0] == _CUDA else "cpu"
@@ -188,7 +186,7 @@ class Sessions:
         # Only CUDA gains from it; on CPU it can be asked for explicitly (it exercises the same code path).
         self.io_binding = io_binding
 
-    def graph(self, name: str) -> Graph:
+    def graph(self, name: str) -> Graph | SplitDecoder:
         return self.graphs[name]
 
     def inputs(self, graph: str) -> Mapping[str, TensorSpec]:
@@ -225,20 +223,16 @@ def choose_providers(setting: str, device_id: int, available: Sequence[str] | No
     return [_CPU]
 
 
-def graph_file(onnx_dir: Path, graph: str, variant: str) -> tuple[Path, str]:
-    """The file for ``graph`` in ``variant``, or its fp32 file (logged) when the variant is missing."""
-    base, shared = _SHARED.get(variant, (variant, ()))
-    if graph in shared:
-        return graph_file(onnx_dir, graph, base)
-    for suffix in _SUFFIXES[variant]:
-        path = onnx_dir / f"{graph}{suffix}.onnx"
-        if path.exists():
-            return path, variant
-    path = onnx_dir / f"{graph}.onnx"
-    if not path.exists():
-        raise ModelLoadFailed(f"{path} is missing; export the model again (python -m export SOURCE --out DIR)")
-    log.warning("%s has no %s variant in %s; using fp32", graph, variant, onnx_dir)
-    return path, "fp32"
+def graph_files(onnx_dir: Path, graph: str, settings: EngineSettings) -> GraphFiles:
+    """The file(s) of ``graph`` in the variant the settings choose for it (runtime/engine/variants.py)."""
+    variant = settings.variant_choice.of(graph)
+    try:
+        files, fell_back = find_graph_files(onnx_dir, graph, variant, fallback=settings.variant_fallback)
+    except (MissingVariant, FileNotFoundError) as exc:  # their messages say what the folder has and what to do
+        raise ModelLoadFailed(str(exc)) from None
+    if fell_back:
+        log.warning("%s has no %s file in %s; loading fp32 (variant_fallback is on)", graph, variant, onnx_dir)
+    return files
 
 
 def session_options(settings: EngineSettings, graph: str | None = None) -> ort.SessionOptions:
@@ -297,10 +291,22 @@ def open_graph(
     settings: EngineSettings,
     providers: list[Any],
     options: ort.SessionOptions | None = None,
-) -> Graph:
+) -> Graph | SplitDecoder:
     """The session of graph ``name`` as the engine runs it; ``options`` replaces ``session_options(settings, name)``
-    (the benchmark adds profiling to them)."""
-    path, variant = graph_file(onnx_dir, name, settings.variant)
+    (the benchmark adds profiling to them). A decoder from two files is a SplitDecoder."""
+    files = graph_files(onnx_dir, name, settings)
+    graphs = [_open_file(name, path, files.variant, settings, providers, options) for path in files.paths]
+    return SplitDecoder(*graphs) if files.split else graphs[0]
+
+
+def _open_file(
+    name: str,
+    path: Path,
+    variant: str,
+    settings: EngineSettings,
+    providers: list[Any],
+    options: ort.SessionOptions | None,
+) -> Graph:
     try:
         session = ort.InferenceSession(
             str(path), sess_options=options or session_options(settings, name), providers=providers
@@ -317,7 +323,8 @@ def open_sessions(model_dir: Path, settings: EngineSettings) -> Sessions:
     providers = choose_providers(settings.provider, settings.device_id)
     created = {name: open_graph(onnx_dir, name, settings, providers) for name in LOAD_ORDER}
     graphs = {name: created[name] for name in GRAPHS}
-    in_use = tuple(graphs[DECODER].session.get_providers())
+    decoder = graphs[DECODER]
+    in_use = tuple((decoder.with_past if isinstance(decoder, SplitDecoder) else decoder).session.get_providers())
     if settings.provider == "cuda" and in_use[0] != _CUDA:
         raise ModelLoadFailed(
             "the CUDA execution provider could not start (no GPU or driver?); set the provider to cpu"
@@ -336,6 +343,10 @@ def open_sessions(model_dir: Path, settings: EngineSettings) -> Sessions:
         settings.graph_optimization,
         "on" if io_binding else "off",
         "on" if settings.release_memory else "off",
-        ", ".join(f"{name}={graph.path.name}" for name, graph in graphs.items()),
+        ", ".join(f"{name}={'+'.join(p.name for p in _paths(graph))}" for name, graph in graphs.items()),
     )
     return Sessions(graphs, in_use, settings.device_id, io_binding)
+
+
+def _paths(graph: Graph | SplitDecoder) -> tuple[Path, ...]:
+    return graph.paths if isinstance(graph, SplitDecoder) else (graph.path,)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
+from runtime.engine.variants import VariantChoice
+
 Provider = Literal["auto", "cpu", "cuda"]
-Variant = Literal["fp32", "fp16", "int8", "q4"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 
 PROVIDERS: tuple[str, ...] = ("auto", "cpu", "cuda")
-VARIANTS: tuple[str, ...] = ("fp32", "fp16", "int8", "q4")
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 
 
@@ -19,8 +20,10 @@ class EngineSettings:
     """How one model is loaded and served.
 
     ``provider``: ``auto`` takes CUDA when onnxruntime-gpu sees a GPU, CPU otherwise; ``cuda`` insists on it.
-    ``variant``: which graph files to load; a graph without that variant falls back to fp32 (logged). ``q4``
-    (4-bit weight-only decoder) reads the int8 files of the other graphs by design.
+    ``variant``: which graph files to load, by transformers.js dtype (``fp32``, ``fp16``, ``int8``, ``uint8``,
+    ``q8`` (``_quantized``), ``q4``, ``q4f16``, ``bnb4``), for every graph or per graph
+    (``fp16,decoder_model_merged=q4``); see runtime/engine/variants.py. A graph without its file is a load error
+    that lists the folder's files, unless ``variant_fallback`` loads fp32 instead (logged).
     ``intra_op_threads`` / ``inter_op_threads``: 0 lets ONNX Runtime choose (one thread per physical core).
     ``io_binding``: keep the KV cache on the device between decoder steps; None turns it on with CUDA only.
     ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
@@ -46,7 +49,8 @@ class EngineSettings:
 
     provider: Provider = "auto"
     device_id: int = 0
-    variant: Variant = "fp32"
+    variant: str = "fp32"
+    variant_fallback: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     graph_optimization: GraphOptimization = "all"
@@ -65,8 +69,10 @@ class EngineSettings:
         problems = []
         if self.provider not in PROVIDERS:
             problems.append(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
-        if self.variant not in VARIANTS:
-            problems.append(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        try:
+            VariantChoice.parse(self.variant)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
             problems.append(
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, not {self.graph_optimization!r}"
@@ -81,3 +87,7 @@ class EngineSettings:
             problems.append("batch_wait_ms must be >= 0")
         if problems:
             raise ValueError("invalid engine settings: " + "; ".join(problems))
+
+    @cached_property
+    def variant_choice(self) -> VariantChoice:
+        return VariantChoice.parse(self.variant)

@@ -92,8 +92,26 @@ class Florence2Processor:
         return self.tokenizer.decode(token_ids)
 
     def post_process(self, text: str, task: str, image_size: tuple[int, int]) -> dict[str, Any]:
-        """``{task: result}`` in pixels of the original image; ``image_size`` is (width, height)."""
+        """``{task: result}`` in pixels of the original image; ``image_size`` is (width, height).
+
+        Exactly transformers' ``post_process_generation``: a pure-text answer keeps the special tokens ``text``
+        holds (``<pad>``, ``<loc_N>`` ...). ``answer`` is what the engine returns."""
         return post_process(text, get_task(task), image_size, self.parse_config)
+
+    def answer(self, token_ids: Sequence[int], task: str, image_size: tuple[int, int]) -> dict[str, Any]:
+        """``{task: result}`` of generated ids: ``post_process`` of their text, except that a pure-text answer is
+        clean text, decoded without special tokens (transformers keeps ``<pad>`` there, and ``<loc_N>`` after a
+        region category). Structured answers are transformers' exactly."""
+        if get_task(task).is_text:
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        else:
+            text = self.decode(token_ids)
+        return self.post_process(text, task, image_size)
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids that never appear in a pure-text answer."""
+        return self.tokenizer.special_ids
 
     def _encode_prompt(self, task: str, text_input: str | None) -> tuple[int, ...]:
         prompt = get_task(task).render(text_input)

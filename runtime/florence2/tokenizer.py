@@ -1,7 +1,8 @@
 """Florence-2's BART tokenizer through the ``tokenizers`` library, set up as BartTokenizerFast sets it up.
 
-Encoding never adds special tokens (the processor writes ``<s>`` and ``</s>`` into the prompt itself), and decoding
-keeps them, as ``batch_decode(..., skip_special_tokens=False)`` does; post-processing reads the location tokens.
+Encoding never adds special tokens (the processor writes ``<s>`` and ``</s>`` into the prompt itself). Decoding
+keeps them by default, as ``batch_decode(..., skip_special_tokens=False)`` does, because post-processing reads the
+location tokens; pure-text answers are decoded without them (``skip_special_tokens=True``).
 """
 
 from __future__ import annotations
@@ -60,8 +61,14 @@ class PromptTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        text = self._tokenizer.decode([int(i) for i in token_ids], skip_special_tokens=False)
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """Ids that ``skip_special_tokens=True`` drops: the added tokens marked special (for Florence-2 also the
+        task markers and ``<loc_N>``), as the tokenizers library, and so transformers, decides it."""
+        return frozenset(i for i, token in self._tokenizer.get_added_tokens_decoder().items() if token.special)
+
+    def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        text = self._tokenizer.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
         return clean_up_tokenization(text) if self.config.clean_up_tokenization_spaces else text
 
 

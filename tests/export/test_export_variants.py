@@ -97,8 +97,8 @@ def _op_types(graph: onnx.GraphProto) -> set[str]:
     return found
 
 
-def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Path) -> None:
-    from runtime.engine.sessions import GRAPHS, graph_file
+def test_q4_is_a_4bit_decoder_beside_the_int8_graphs_and_recorded(q4_model_dir: Path) -> None:
+    from runtime.engine.variants import GRAPHS, find_graph_files
 
     decoder = onnx.load(str(q4_model_dir / "onnx" / "decoder_model_merged_q4.onnx"))
     ops = _op_types(decoder.graph)
@@ -109,7 +109,13 @@ def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Pa
     record = json.loads((q4_model_dir / "export.json").read_text())
     assert record["dtypes"][-1] == "q4"
     assert record["graphs"]["q4"]["decoder_model_merged"] == "onnx/decoder_model_merged_q4.onnx"
-    assert record["graphs"]["q4"]["vision_encoder"] == "onnx/vision_encoder_int8.onnx"
+    # transformers.js's q4 asks for all four graphs: the compute-bound ones hold the int8 conversion
+    assert record["graphs"]["q4"]["vision_encoder"] == "onnx/vision_encoder_q4.onnx"
+    for graph in ("vision_encoder", "embed_tokens", "encoder_model"):
+        plain = onnx.load(str(q4_model_dir / "onnx" / f"{graph}_q4.onnx"))
+        assert "MatMulNBits" not in _op_types(plain.graph)
+        assert _op_types(plain.graph) == _op_types(onnx.load(str(q4_model_dir / "onnx" / f"{graph}_int8.onnx")).graph)
+        assert (q4_model_dir / "onnx" / f"{graph}_q4.onnx_data").is_file()
     parity = record["parity"]["q4"]
     for graph, cosine in parity["min_cosine_vs_fp32_graph"].items():
         assert cosine >= parity["bounds"][graph], graph
@@ -118,7 +124,7 @@ def test_q4_is_a_4bit_decoder_over_the_int8_graphs_and_recorded(q4_model_dir: Pa
     weights = {d: files[f"onnx/{file_name('decoder_model_merged', d)}_data"] for d in ("fp32", "q4")}
     assert weights["q4"] < weights["fp32"] / 2
     # the runtime resolves the same files as the exporter recorded
-    resolved = {g: graph_file(q4_model_dir / "onnx", g, "q4")[0].name for g in GRAPHS}
+    resolved = {g: find_graph_files(q4_model_dir / "onnx", g, "q4")[0].paths[0].name for g in GRAPHS}
     assert resolved == {g: Path(path).name for g, path in record["graphs"]["q4"].items()}
 
 

@@ -15,6 +15,14 @@ from engine_oracle import Case, Oracle
 from runtime.engine.model import Florence2Engine
 
 
+@pytest.fixture(scope="session")
+def community_model_dir(tiny_model_dir: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as an onnx-community folder: every transformers.js suffix (community_folder.py)."""
+    from community_folder import build_community_folder
+
+    return build_community_folder(tiny_model_dir, tiny_checkpoint, tmp_path_factory.mktemp("community") / "model")
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[Florence2Engine]:
     with loaded(tiny_model_dir) as engine:

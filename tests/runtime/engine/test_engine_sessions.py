@@ -37,7 +37,7 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         EngineSettings(max_batch_size=0)
     with pytest.raises(ValueError, match="variant"):
-        EngineSettings(variant="int4")  # type: ignore[arg-type]
+        EngineSettings(variant="int4")
 
 
 def test_thread_and_optimization_settings_reach_the_sessions(tiny_model_dir: Path, caplog: Any) -> None:
@@ -77,7 +77,9 @@ def test_variants_load_and_generate(tiny_model_dir: Path, variant: str) -> None:
         asyncio.run(engine.close())
 
 
-def test_missing_variant_falls_back_to_fp32(tiny_model_dir: Path, tmp_path: Path, caplog: Any) -> None:
+def test_a_missing_variant_is_an_error_unless_fallback_is_asked(
+    tiny_model_dir: Path, tmp_path: Path, caplog: Any
+) -> None:
     folder = tmp_path / "model"
     (folder / "onnx").mkdir(parents=True)
     for item in tiny_model_dir.iterdir():
@@ -86,13 +88,19 @@ def test_missing_variant_falls_back_to_fp32(tiny_model_dir: Path, tmp_path: Path
     for item in (tiny_model_dir / "onnx").iterdir():
         if item.name != "encoder_model_int8.onnx":
             os.symlink(item, folder / "onnx" / item.name)
-    with caplog.at_level(logging.WARNING, logger="runtime.engine.sessions"):
-        sessions = open_sessions(folder, EngineSettings(variant="int8"))
-    assert sessions.variants() == {**dict.fromkeys(GRAPHS, "int8"), "encoder_model": "fp32"}
-    assert "encoder_model has no int8 variant" in caplog.text
-    (folder / "onnx" / "encoder_model.onnx").unlink()
-    with pytest.raises(ModelLoadFailed, match=r"encoder_model\.onnx is missing"):
+    with pytest.raises(ModelLoadFailed, match=r"encoder_model has no int8 file") as error:
         open_sessions(folder, EngineSettings(variant="int8"))
+    assert "encoder_model: fp32, fp16;" in str(error.value)  # what the folder has, to choose from
+    assert "FLORENCE_ENGINE_VARIANT_FALLBACK" in str(error.value)
+    with caplog.at_level(logging.WARNING, logger="runtime.engine.sessions"):
+        sessions = open_sessions(folder, EngineSettings(variant="int8", variant_fallback=True))
+    assert sessions.variants() == {**dict.fromkeys(GRAPHS, "int8"), "encoder_model": "fp32"}
+    assert "encoder_model has no int8 file" in caplog.text
+    sessions = open_sessions(folder, EngineSettings(variant="int8,encoder_model=fp16"))
+    assert sessions.variants() == {**dict.fromkeys(GRAPHS, "int8"), "encoder_model": "fp16"}
+    (folder / "onnx" / "encoder_model.onnx").unlink()
+    with pytest.raises(ModelLoadFailed, match=r"encoder_model has no int8 file"):
+        open_sessions(folder, EngineSettings(variant="int8", variant_fallback=True))
 
 
 def test_a_folder_without_config_is_refused(tmp_path: Path) -> None:
