@@ -177,6 +177,31 @@ def test_the_head_limit_does_not_cut_a_kept_alive_connection_short(quick_server:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("pieces", [1, 7, 400], ids=["whole", "7 reads", "400 reads"])
+def test_a_head_over_16_kib_is_400_however_it_arrives(quick_server: LiveServer, pieces: int) -> None:
+    head = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: {'a' * 20_000}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as sock:
+        step = -(-len(head) // pieces)
+        for start in range(0, len(head), step):
+            try:
+                sock.sendall(head[start : start + step])
+            except OSError:  # answered and closed before the rest was sent
+                break
+        reply = read_reply(sock)
+    assert reply.status == 400 and b'"invalid_request"' in reply.body and reply.headers["x-request-id"]
+
+
+@pytest.mark.timeout(60)
+def test_a_head_under_16_kib_ending_across_two_reads_is_served(quick_server: LiveServer) -> None:
+    head = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Long: {'a' * 15_000}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as sock:
+        sock.sendall(head[:-2])  # the blank line's end arrives in the next read
+        time.sleep(0.2)
+        sock.sendall(head[-2:])
+        assert read_reply(sock).status == 200
+
+
+@pytest.mark.timeout(60)
 def test_bodies_being_received_are_bounded(quick_server: LiveServer) -> None:
     """At most FLORENCE_MAX_CONCURRENT + FLORENCE_MAX_QUEUED bodies arrive at once (what they hold in memory stays
     bounded); a request beyond that is answered 429 at once, and served again once the slow bodies time out."""
