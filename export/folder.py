@@ -96,9 +96,10 @@ def write_hf_files(checkpoint: Path, out: Path) -> None:
             generation = complete(GenerationConfig.from_pretrained(checkpoint), text_config)
         except OSError:  # no generation_config.json: derive it from the model config, as transformers does
             generation = GenerationConfig.from_model_config(text_config)
-        if missing_ids(generation):
+        missing = missing_ids(generation)
+        if missing:
             raise NotAFlorence2Checkpoint(
-                f"{checkpoint} names no {' or '.join(missing_ids(generation))} in generation_config.json or "
+                f"{checkpoint} names no {' or '.join(missing)} in generation_config.json or "
                 "config.json; add them to generation_config.json (Florence-2: decoder_start_token_id 2, "
                 "eos_token_id 2)"
             )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.engine.generation_config import BART_TEXT_DEFAULTS
+
 # Ids the runtime needs, filled from the text config where the generation config lacks them.
 TOKEN_KEYS: tuple[str, ...] = (
     "bos_token_id",
@@ -27,14 +29,6 @@ TOKEN_KEYS: tuple[str, ...] = (
 # Everything the original language model's generation config takes from text_config.
 SEARCH_KEYS: tuple[str, ...] = ("no_repeat_ngram_size", "num_beams", "early_stopping", "length_penalty", "max_length")
 
-# The defaults of the original Florence2LanguageConfig (BART's), which apply where the hub's text_config is silent.
-ORIGINAL_TEXT_DEFAULTS: dict[str, Any] = {
-    "bos_token_id": 0,
-    "pad_token_id": 1,
-    "eos_token_id": 2,
-    "decoder_start_token_id": 2,
-    "forced_eos_token_id": 2,
-}
 # transformers' default max_length (20) would cut every answer; the checkpoints' model cards generate with
 # max_new_tokens=1024, which is what an exported folder offers when the text config names no max_length.
 DEFAULT_MAX_LENGTH = 1025
@@ -44,7 +38,8 @@ def original_generation_config(text_config: dict[str, Any]) -> Any:
     """The generation config the original remote-code ``generate()`` runs with, from the hub's ``text_config``."""
     from transformers import GenerationConfig
 
-    values = {**ORIGINAL_TEXT_DEFAULTS, "max_length": DEFAULT_MAX_LENGTH}
+    # where the hub's text_config is silent, the original Florence2LanguageConfig's defaults apply: BART's
+    values: dict[str, Any] = {**BART_TEXT_DEFAULTS, "max_length": DEFAULT_MAX_LENGTH}
     values.update({k: text_config[k] for k in (*TOKEN_KEYS, *SEARCH_KEYS) if text_config.get(k) is not None})
     return GenerationConfig(**values)
 

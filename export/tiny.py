@@ -189,6 +189,8 @@ def build_checkpoint(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
         GenerationConfig,
     )
 
+    from export.generation_config import DEFAULT_MAX_LENGTH
+
     spec = ARCHS[arch]
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out, seed)
@@ -239,7 +241,7 @@ def build_checkpoint(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
         no_repeat_ngram_size=3,
         num_beams=3,
         early_stopping=True,
-        max_length=1025,
+        max_length=DEFAULT_MAX_LENGTH,
     ).save_pretrained(out)
 
     image_processor = CLIPImageProcessor(

@@ -216,41 +216,43 @@ def parse_models(texts: list[str]) -> tuple[ModelSpec, ...]:
     return tuple(specs)
 
 
-def _positive_int(name: str, text: str) -> int:
+def _integer(name: str, text: str) -> int:
     try:
-        value = int(text.replace("_", ""))
+        return int(text.replace("_", ""))
     except ValueError:
         raise SettingsError(f"{name}={text!r} is not an integer") from None
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number") from None
+
+
+def _positive_int(name: str, text: str) -> int:
+    value = _integer(name, text)
     if value < 1:
         raise SettingsError(f"{name}={text!r} must be at least 1")
     return value
 
 
 def _positive_float(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not a number") from None
+    value = _number(name, text)
     if value <= 0:
         raise SettingsError(f"{name}={text!r} must be greater than 0")
     return value
 
 
 def _count(name: str, text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not an integer") from None
+    value = _integer(name, text)
     if value < 0:
         raise SettingsError(f"{name}={text!r} must be 0 or more")
     return value
 
 
 def _amount(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not a number") from None
+    value = _number(name, text)
     if value < 0:
         raise SettingsError(f"{name}={text!r} must be 0 or more")
     return value

@@ -13,10 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.console.history import InvocationHistory, RequestLogCapture
 from runtime.functions.secrets import SECRETS
+from runtime.server.http_metrics import CLIENT_CLOSED
 from runtime.server.request_id import SCOPE_KEY as REQUEST_ID_KEY
 from runtime.server.routes import FUNCTION_KEY
-
-CLIENT_CLOSED = 499
 
 
 class InvocationRecorderMiddleware:
