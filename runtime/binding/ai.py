@@ -14,13 +14,20 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from runtime.binding.completion import CompletionHeader, chunk, completion, usage_of
 from runtime.binding.registry import ModelRegistry, RegisteredModel
 from runtime.binding.request import CompletionRequest, read_request
 from runtime.binding.validation import PayloadValidator
 from runtime.config import Limits
-from runtime.engine.api import TaskRequest, TaskResult
+from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
 from runtime.errors import InferenceFailed, InvalidRequest, StreamNotSupported
+from runtime.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    CompletionHeader,
+    chunk,
+    completion,
+    usage_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,13 @@ class AIBinding:
     def models(self) -> ModelRegistry:
         return self._registry
 
+    def model_infos(self) -> list[tuple[str, ModelInfo]]:
+        """Every id a loaded model answers to, with that model."""
+        return [(model_id, model.engine.info) for model in self._registry.models() for model_id in model.ids]
+
     async def run(
         self, model: str, payload: Mapping[str, Any], *, observe: Callable[[TaskResult], None] | None = None
-    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
         """A chat.completion dict; with ``"stream": true``, an async iterator of chat.completion.chunk dicts.
 
         Every check (payload, model, image, task input, first engine step) is done before this returns, so a
@@ -84,7 +95,7 @@ class AIBinding:
         the same byte and pixel limits (413), formats (415) and decoding errors (400)."""
         return await self._images.size_of(data)
 
-    def run_sync(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def run_sync(self, model: str, payload: Mapping[str, Any]) -> ChatCompletion:
         """``run`` for sync functions, which run in worker threads (no streaming: iterate ``run`` for that)."""
         if self._loop is None:
             raise RuntimeError("AI.run_sync needs the server's event loop; it is bound when the server starts")
@@ -126,14 +137,14 @@ class AIBinding:
 
     async def _complete(
         self, prepared: PreparedRun, observe: Callable[[TaskResult], None] | None = None
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         result = await prepared.model.engine.run(prepared.task_request)
         self._on_result(prepared.model, result)
         if observe is not None:
             observe(result)
         return completion(CompletionHeader.new(prepared.model_id), result, prepared.is_text)
 
-    async def _open_stream(self, prepared: PreparedRun) -> AsyncIterator[dict[str, Any]]:
+    async def _open_stream(self, prepared: PreparedRun) -> AsyncIterator[ChatCompletionChunk]:
         source = prepared.model.engine.stream(prepared.task_request)
         iterator = aiter(source)
         try:
@@ -147,7 +158,7 @@ class AIBinding:
 
     async def _chunks(
         self, prepared: PreparedRun, iterator: AsyncIterator[str | TaskResult], first: str | TaskResult | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[ChatCompletionChunk]:
         header = CompletionHeader.new(prepared.model_id)
         try:
             yield chunk(header, {"role": "assistant", "content": ""})

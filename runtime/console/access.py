@@ -7,8 +7,9 @@ from __future__ import annotations
 import ipaddress
 
 from runtime.config import ServerSettings
+from runtime.route_table import CONSOLE
 
-CONSOLE_PREFIX = "/_console"
+CONSOLE_PREFIX = CONSOLE.path
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
 
 

@@ -25,7 +25,7 @@ from runtime.console.access import CONSOLE_PREFIX, host_of, is_loopback_host
 from runtime.console.history import InvocationHistory
 from runtime.errors import NotFound
 from runtime.florence2 import TASKS
-from runtime.server.http_metrics import ROUTE_KEY
+from runtime.route_table import CONSOLE, labelled, route
 from runtime.server.services import Services
 from runtime.spec import request_schema
 
@@ -60,7 +60,6 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
 
     def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            request.scope[ROUTE_KEY] = CONSOLE_PREFIX
             host = host_of(request.headers.get("host", ""))
             if check_host and not is_loopback_host(host):
                 raise NotFound(
@@ -71,7 +70,7 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
             response.headers.update(SECURITY_HEADERS)
             return response
 
-        return endpoint
+        return labelled(CONSOLE.label, endpoint)
 
     async def page(request: Request) -> Response:
         return Response(static["index.html"], media_type="text/html")
@@ -99,7 +98,7 @@ def console_mount(services: Services, history: InvocationHistory, *, check_host:
         )
 
     return Mount(
-        CONSOLE_PREFIX,
+        CONSOLE.path,
         routes=[
             Route("/", guarded(page), methods=["GET"]),
             Route("/static/{name}", guarded(static_file), methods=["GET"]),
@@ -114,23 +113,21 @@ def console_entry() -> Route:
     ``Host`` (the server's own trailing-slash redirects are off for that reason)."""
 
     async def entry(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = CONSOLE_PREFIX
         return RedirectResponse(CONSOLE_PREFIX + "/", status_code=308)
 
-    return Route(CONSOLE_PREFIX, entry, methods=["GET"])
+    return route(CONSOLE, entry)
 
 
 def console_off_mount() -> Mount:
     """What ``/_console`` answers when the console is off: a 404 that says how to turn it on."""
 
     async def off(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = CONSOLE_PREFIX
         raise NotFound(
             "the console is off: the server does not listen on a loopback address; "
             "set FLORENCE_CONSOLE=1 to serve it anyway (whoever reaches the server sees its functions' logs)"
         )
 
-    return Mount(CONSOLE_PREFIX, routes=[Route("/{rest:path}", off, methods=["GET"])])
+    return Mount(CONSOLE.path, routes=[route(CONSOLE, off, path="/{rest:path}")])
 
 
 async def _invocation_events(services: Services, history: InvocationHistory, after: int) -> AsyncIterator[str]:

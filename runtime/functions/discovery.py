@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.route_table import RESERVED_NAMES
+
 # Bounded well below the file system's 255 bytes a name: a longer path segment is no function, not an OSError.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-# Routes of the server itself; a function of the same name could never be reached.
-RESERVED_NAMES = frozenset({"v1", "healthz", "readyz", "metrics", "openapi.json", "_console"})
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,9 @@ from starlette.routing import Route
 
 from runtime.errors import UnsupportedMediaType
 from runtime.openai.serving import OpenAIServing, server_timing
-from runtime.server.http_metrics import ROUTE_KEY
+from runtime.route_table import COMPLETIONS, MODELS, route
 from runtime.untrusted import parse_json, quote
 
-COMPLETIONS_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -30,17 +28,12 @@ async def read_json(request: Request) -> Any:
 
 def openai_routes(serving: OpenAIServing) -> list[Route]:
     async def chat_completions(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = COMPLETIONS_PATH
         answer, timings = await serving.create_chat_completion(await read_json(request))
         if isinstance(answer, dict):
             return JSONResponse(answer, headers={"Server-Timing": server_timing(timings)} if timings else None)
         return StreamingResponse(answer, media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def models(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = MODELS_PATH
         return JSONResponse(serving.list_models())
 
-    return [
-        Route(COMPLETIONS_PATH, chat_completions, methods=["POST"]),
-        Route(MODELS_PATH, models, methods=["GET"]),
-    ]
+    return [route(COMPLETIONS, chat_completions), route(MODELS, models)]

@@ -5,23 +5,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
-from runtime.binding.ai import AIBinding
 from runtime.config import Limits
+from runtime.engine.api import ModelInfo, TaskResult
 from runtime.errors import RequestTimeout, RuntimeErrorBase
-from runtime.openai.protocol import SSE_DONE, model_list, model_of, sse_event
+from runtime.openai.protocol import (
+    SSE_DONE,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ModelList,
+    model_list,
+    model_of,
+    sse_event,
+)
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_SETTING = "FLORENCE_INVOCATION_TIMEOUT_S"
 
 
+class Binding(Protocol):
+    """What serving needs of the AI binding (runtime.binding.AIBinding), so this package does not import it."""
+
+    async def run(
+        self, model: str, payload: Mapping[str, Any], *, observe: Callable[[TaskResult], None] | None = None
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]: ...
+
+    def model_infos(self) -> list[tuple[str, ModelInfo]]: ...
+
+
 class OpenAIServing:
     def __init__(
         self,
-        binding: AIBinding,
+        binding: Binding,
         limits: Limits,
         on_stream_error: Callable[[RuntimeErrorBase], None] | None = None,
     ) -> None:
@@ -30,10 +48,10 @@ class OpenAIServing:
         self._created = int(time.time())
         self._on_stream_error = on_stream_error or (lambda error: None)
 
-    def list_models(self) -> dict[str, Any]:
-        return model_list(self._binding.models.models(), self._created)
+    def list_models(self) -> ModelList:
+        return model_list(self._binding.model_infos(), self._created)
 
-    async def create_chat_completion(self, body: Any) -> tuple[dict[str, Any] | AsyncIterator[bytes], dict[str, float]]:
+    async def create_chat_completion(self, body: Any) -> tuple[ChatCompletion | AsyncIterator[bytes], dict[str, float]]:
         """A chat.completion dict, or the SSE byte stream of a ``stream: true`` request; with the engine's
         per-stage seconds of a non-streamed answer (for the Server-Timing header)."""
         model = model_of(body)
@@ -48,7 +66,7 @@ class OpenAIServing:
             return answer, timings
         return self._sse(answer, deadline), timings
 
-    async def _sse(self, chunks: AsyncIterator[dict[str, Any]], deadline: float) -> AsyncIterator[bytes]:
+    async def _sse(self, chunks: AsyncIterator[ChatCompletionChunk], deadline: float) -> AsyncIterator[bytes]:
         try:
             async with asyncio.timeout_at(deadline):
                 async for chunk in chunks:

@@ -1,7 +1,7 @@
 """Concurrency and backpressure: at most N requests run, M wait; beyond that 429, and 503 while not ready.
 
 Only work routes (completions and functions) are admitted here; health, readiness, metrics, the model list and
-the console always answer.
+the console always answer (``metered`` in runtime/route_table.py).
 
 A request's body is read before it takes a slot or a place in the queue, within ``FLORENCE_BODY_TIMEOUT_S``: a
 client that declares a large body and sends it a byte at a time holds a connection, not one of the N slots that
@@ -17,17 +17,14 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.config import Limits
-from runtime.console.access import CONSOLE_PREFIX
 from runtime.errors import Overloaded, RequestTimeout, Unavailable
+from runtime.route_table import is_metered
 from runtime.server.errors import error_response
 from runtime.server.metrics import Metrics
 from runtime.server.state import ServerState
 
 log = logging.getLogger(__name__)
 
-UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/openapi.json"})
-# The console's page and its live view (a stream that stays open) must not take a slot, and answer while loading.
-UNMETERED_PREFIX = CONSOLE_PREFIX + "/"
 BODY_TIMEOUT_SETTING = "FLORENCE_BODY_TIMEOUT_S"
 
 
@@ -46,7 +43,7 @@ class AdmissionMiddleware:
         self._receiving = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNMETERED_PATHS or scope["path"].startswith(UNMETERED_PREFIX):
+        if scope["type"] != "http" or not is_metered(scope["path"]):
             await self.app(scope, receive, send)
             return
         retry = self.limits.retry_after_s

@@ -6,9 +6,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.route_table import ROUTE_KEY
 from runtime.server.metrics import Metrics
 
-ROUTE_KEY = "florence.route"  # set by the endpoint that handled the request
 UNMATCHED = "unmatched"
 # Label values come from closed sets: a method the client made up must not add a series per spelling.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

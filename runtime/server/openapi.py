@@ -1,9 +1,10 @@
 """The OpenAPI 3.2 description of the HTTP surface, served at ``/openapi.json``.
 
-Built from the sources of truth rather than written by hand: the request body is the binding's request schema
-(runtime/spec) with the server's limits filled in, the error envelope lists the codes of runtime/errors.py per
-status, and the ``result`` field follows the task table. Edge functions (``/<name>``) answer whatever their code
-returns, so they are not described.
+Built from the sources of truth rather than written by hand: the paths are the documented routes of
+runtime/route_table.py, the request body is the binding's request schema (runtime/spec) with the server's limits
+filled in, the answers are the wire shapes of runtime/openai/protocol.py (whose ``result`` follows the task table),
+and the error envelope lists the codes of runtime/errors.py per status. Edge functions (``/<name>``) answer
+whatever their code returns, so they are not described.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from PIL import Image
@@ -22,14 +23,21 @@ from starlette.routing import Route
 from runtime.binding.registry import id_forms
 from runtime.config import Limits, Settings
 from runtime.errors import RuntimeErrorBase
-from runtime.florence2 import TASKS, ParseType
-from runtime.openai.router import COMPLETIONS_PATH, MODELS_PATH
-from runtime.server.http_metrics import ROUTE_KEY
+from runtime.openai.protocol import wire_schemas
+from runtime.openai.typed_schema import COMPONENTS as SCHEMAS
+from runtime.route_table import (
+    COMPLETIONS,
+    DOCUMENTED_ROUTES,
+    HEALTHZ,
+    METRICS,
+    MODELS,
+    OPENAPI,
+    READYZ,
+    RouteSpec,
+    route,
+)
 from runtime.server.request_id import HEADER as REQUEST_ID_HEADER
 from runtime.spec import request_schema
-
-OPENAPI_PATH = "/openapi.json"
-SCHEMAS = "#/components/schemas/"
 
 # Which statuses each operation can answer with (besides 200); the error codes per status come from errors.py.
 COMPLETION_ERRORS = (400, 404, 408, 413, 415, 429, 500, 503, 504)
@@ -78,57 +86,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             ),
         },
         "paths": {
-            COMPLETIONS_PATH: {"post": _completions_operation(limits, model_ids)},
-            MODELS_PATH: {
-                "get": {
-                    "operationId": "listModels",
-                    "summary": "The loaded models, under every id they answer to",
-                    "responses": {"200": _json_response("The models", "ModelList")},
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness: the process serves HTTP",
-                    "responses": {"200": _json_response("Alive", "Health")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: every model is loaded and warm, and the server is not draining",
-                    "responses": {
-                        "200": _json_response("Ready", "Ready"),
-                        "503": _error_response(503, "Loading, failed to load, or shutting down"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format",
-                            "headers": _headers(),
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            OPENAPI_PATH: {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {
-                        "200": {
-                            "description": "The OpenAPI document",
-                            "headers": _headers(),
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
+            spec.path: {method.lower(): _operation(spec, limits, model_ids) for method in spec.methods}
+            for spec in DOCUMENTED_ROUTES
         },
         "components": {"schemas": components},
     }
@@ -138,10 +97,43 @@ def openapi_route(settings: Settings) -> Route:
     body = json.dumps(openapi_document(settings), ensure_ascii=False, separators=(",", ":")).encode()
 
     async def openapi(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = OPENAPI_PATH
         return Response(body, media_type="application/json")
 
-    return Route(OPENAPI_PATH, openapi, methods=["GET"])
+    return route(OPENAPI, openapi)
+
+
+# Operations: one per documented route of runtime/route_table.py (its operation id and summary come from there)
+
+
+def _operation(spec: RouteSpec, limits: Limits, model_ids: list[str]) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": spec.operation_id, "summary": spec.summary}
+    if spec == COMPLETIONS:
+        return {**operation, **_completions_operation(limits, model_ids)}
+    return {**operation, "responses": _RESPONSES[spec]()}
+
+
+_RESPONSES: dict[RouteSpec, Callable[[], dict[str, Any]]] = {
+    MODELS: lambda: {"200": _json_response("The models", "ModelList")},
+    HEALTHZ: lambda: {"200": _json_response("Alive", "Health")},
+    READYZ: lambda: {
+        "200": _json_response("Ready", "Ready"),
+        "503": _error_response(503, "Loading, failed to load, or shutting down"),
+    },
+    METRICS: lambda: {
+        "200": {
+            "description": "Prometheus text exposition format",
+            "headers": _headers(),
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    OPENAPI: lambda: {
+        "200": {
+            "description": "The OpenAPI document",
+            "headers": _headers(),
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+}
 
 
 # Requests
@@ -207,8 +199,6 @@ def _completions_operation(limits: Limits, model_ids: list[str]) -> dict[str, An
     for status in COMPLETION_ERRORS:
         responses[str(status)] = _error_response(status, _ERROR_MEANINGS[status])
     return {
-        "operationId": "createChatCompletion",
-        "summary": "Run one Florence-2 task on one image",
         "requestBody": {
             "required": True,
             "content": {
@@ -242,86 +232,9 @@ def _example_request(limits: Limits, model_id: str) -> dict[str, Any]:
 
 
 def _answer_schemas() -> dict[str, Any]:
-    number_list = {"type": "array", "items": {"type": "number"}}
-    labels = {"type": "array", "items": {"type": "string"}}
-    usage = {
-        "type": "object",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-        "properties": {
-            "prompt_tokens": {"type": "integer", "minimum": 0},
-            "completion_tokens": {"type": "integer", "minimum": 0},
-            "total_tokens": {"type": "integer", "minimum": 0},
-        },
-        "additionalProperties": False,
-    }
-    finish_reason = {"enum": ["stop", "length"]}
+    """The wire shapes (runtime.openai.protocol), the event stream that carries chunks, and the health answers."""
     return {
-        "ChatCompletion": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices", "usage", "result"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^chatcmpl-"},
-                "object": {"const": "chat.completion"},
-                "created": {"type": "integer"},
-                "model": {"type": "string"},
-                "choices": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "message", "logprobs", "finish_reason"],
-                        "properties": {
-                            "index": {"const": 0},
-                            "message": {
-                                "type": "object",
-                                "required": ["role", "content"],
-                                "properties": {
-                                    "role": {"const": "assistant"},
-                                    "content": {
-                                        "type": "string",
-                                        "description": "the text of a text task; the JSON of result otherwise",
-                                    },
-                                },
-                            },
-                            "logprobs": {"type": "null"},
-                            "finish_reason": finish_reason,
-                        },
-                    },
-                },
-                "usage": _ref("Usage"),
-                "result": _ref("TaskResult"),
-            },
-        },
-        "ChatCompletionChunk": {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^chatcmpl-"},
-                "object": {"const": "chat.completion.chunk"},
-                "created": {"type": "integer"},
-                "model": {"type": "string"},
-                "choices": {
-                    "type": "array",
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "delta", "logprobs", "finish_reason"],
-                        "properties": {
-                            "index": {"const": 0},
-                            "delta": {
-                                "type": "object",
-                                "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
-                                "additionalProperties": False,
-                            },
-                            "logprobs": {"type": "null"},
-                            "finish_reason": {"anyOf": [finish_reason, {"type": "null"}]},
-                        },
-                    },
-                },
-                "usage": _ref("Usage"),
-            },
-        },
+        **wire_schemas(),
         "StreamEvent": {
             "description": "One server-sent event of a streamed completion",
             "type": "object",
@@ -339,61 +252,6 @@ def _answer_schemas() -> dict[str, Any]:
                 }
             },
         },
-        "Usage": usage,
-        "TaskResult": {
-            "description": '{"<TAG>": answer}: text for text tasks, coordinates in pixels of the original image',
-            "type": "object",
-            "minProperties": 1,
-            "maxProperties": 1,
-            "properties": {tag: _result_schema(task.parse_type) for tag, task in TASKS.items()},
-            "additionalProperties": False,
-        },
-        "Boxes": {
-            "type": "object",
-            "required": ["bboxes", "labels"],
-            "properties": {"bboxes": _coordinates(number_list, 4), "labels": labels},
-            "additionalProperties": False,
-        },
-        "QuadBoxes": {
-            "type": "object",
-            "required": ["quad_boxes", "labels"],
-            "properties": {"quad_boxes": _coordinates(number_list, 8), "labels": labels},
-            "additionalProperties": False,
-        },
-        "Polygons": {
-            "type": "object",
-            "required": ["polygons", "labels"],
-            "properties": {"polygons": _polygons(), "labels": labels},
-            "additionalProperties": False,
-        },
-        "BoxesOrPolygons": {
-            "type": "object",
-            "required": ["bboxes", "bboxes_labels", "polygons", "polygons_labels"],
-            "properties": {
-                "bboxes": _coordinates(number_list, 4),
-                "bboxes_labels": labels,
-                "polygons": _polygons(),
-                "polygons_labels": labels,
-            },
-            "additionalProperties": False,
-        },
-        "ModelList": {
-            "type": "object",
-            "required": ["object", "data"],
-            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}},
-        },
-        "Model": {
-            "type": "object",
-            "required": ["id", "object", "created", "owned_by", "root", "random_weights"],
-            "properties": {
-                "id": {"type": "string"},
-                "object": {"const": "model"},
-                "created": {"type": "integer"},
-                "owned_by": {"type": "string"},
-                "root": {"type": "string", "description": "the model folder's name"},
-                "random_weights": {"type": "boolean", "description": "true: the answers are noise"},
-            },
-        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -405,32 +263,6 @@ def _answer_schemas() -> dict[str, Any]:
             "properties": {"status": {"const": "ready"}},
         },
     }
-
-
-_RESULT_SCHEMAS: dict[ParseType, str] = {
-    ParseType.OCR: "QuadBoxes",
-    ParseType.PHRASE_GROUNDING: "Boxes",
-    ParseType.DESCRIPTION_WITH_BBOXES: "Boxes",
-    ParseType.BBOXES: "Boxes",
-    ParseType.DESCRIPTION_WITH_POLYGONS: "Polygons",
-    ParseType.POLYGONS: "Polygons",
-    ParseType.DESCRIPTION_WITH_BBOXES_OR_POLYGONS: "BoxesOrPolygons",
-}
-
-
-def _result_schema(parse_type: ParseType) -> dict[str, Any]:
-    if parse_type is ParseType.PURE_TEXT:
-        return {"type": "string"}
-    return _ref(_RESULT_SCHEMAS[parse_type])
-
-
-def _coordinates(number_list: dict[str, Any], count: int) -> dict[str, Any]:
-    return {"type": "array", "items": {**number_list, "minItems": count, "maxItems": count}}
-
-
-def _polygons() -> dict[str, Any]:
-    """Per instance, its polygons; each polygon a flat list x1, y1, x2, y2 ..."""
-    return {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}
 
 
 # Errors

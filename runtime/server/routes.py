@@ -8,55 +8,54 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from runtime.errors import Unavailable
-from runtime.functions.discovery import RESERVED_NAMES, find_function
+from runtime.functions.discovery import find_function
 from runtime.functions.runner import FunctionRunner
+from runtime.route_table import (
+    ALL_METHODS,
+    FUNCTION_PATHS,
+    HEALTHZ,
+    METRICS,
+    READYZ,
+    RESERVED_NAMES,
+    ROUTE_KEY,
+    function_label,
+    route,
+)
 from runtime.server.errors import error_response
-from runtime.server.http_metrics import ROUTE_KEY
 from runtime.server.metrics import CONTENT_TYPE, Metrics
 from runtime.server.request_id import request_id_of
 from runtime.server.state import ServerState
 
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # The function a request invoked, for those that record invocations (the console's history).
 FUNCTION_KEY = "florence.function"
 
 
 def health_routes(state: ServerState, metrics: Metrics, retry_after_s: float) -> list[Route]:
     async def healthz(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = "/healthz"
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = "/readyz"
         reason = await state.unready_reason()
         if reason is None:
             return JSONResponse({"status": "ready"})
         return error_response(Unavailable(reason, retry_after=retry_after_s))
 
     async def metrics_endpoint(request: Request) -> Response:
-        request.scope[ROUTE_KEY] = "/metrics"
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
+    return [route(HEALTHZ, healthz), route(READYZ, readyz), route(METRICS, metrics_endpoint)]
 
 
 def function_routes(runner: FunctionRunner, wait_until_timeout_s: float) -> list[Route]:
     async def function(request: Request) -> Response:
         name = request.path_params["name"]
         if find_function(runner.functions_dir, name) is not None:
-            request.scope[ROUTE_KEY] = f"/{name}"
+            request.scope[ROUTE_KEY] = function_label(name)
             request.scope[FUNCTION_KEY] = name
         invocation = await runner.invoke(name, request, request_id_of(request))
         return invocation.response_then_pending(wait_until_timeout_s)
 
-    return [
-        FunctionRoute("/{name}", function, methods=ALL_METHODS),
-        FunctionRoute("/{name}/{rest:path}", function, methods=ALL_METHODS),
-    ]
+    return [FunctionRoute(path, function, methods=list(ALL_METHODS)) for path in FUNCTION_PATHS]
 
 
 class FunctionRoute(Route):

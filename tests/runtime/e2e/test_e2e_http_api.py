@@ -10,7 +10,10 @@ import openai
 import pytest
 from e2e_support import MAX_NEW_TOKENS, ImageServer
 from fakes import data_url, image_bytes
+from jsonschema import Draft202012Validator
 from live_server import LiveServer, call
+
+from runtime.openai.protocol import wire_schema
 
 HUB_ID = "microsoft/Florence-2-large"
 
@@ -175,3 +178,24 @@ def test_ignore_eos_over_http(e2e_server: LiveServer) -> None:
     assert answer["usage"]["completion_tokens"] == 7 and answer["choices"][0]["finish_reason"] == "length"
     reply = call(e2e_server.url, "POST", "/v1/chat/completions", json_body={**body, "ignore_eos": "yes"})
     assert reply.status == 400 and reply.error["code"] == "invalid_payload" and reply.error["param"] == "ignore_eos"
+
+
+@pytest.mark.parametrize("text", ["<CAPTION>", "<OD>", "<OCR_WITH_REGION>", "<REFERRING_EXPRESSION_SEGMENTATION>a car"])
+def test_answers_of_the_real_engine_match_the_wire_schema(
+    e2e_server: LiveServer, image_server: ImageServer, text: str
+) -> None:
+    body = {**spec_request(f"{image_server.url}/photo.png", text), "max_tokens": 8}
+    reply = call(e2e_server.url, "POST", "/v1/chat/completions", json_body=body)
+    assert reply.status == 200, reply.body
+    Draft202012Validator(wire_schema("ChatCompletion")).validate(reply.json())
+    if text == "<CAPTION>":
+        streamed = call(
+            e2e_server.url, "POST", "/v1/chat/completions", json_body={**body, "stream": True}
+        ).body.decode()
+        events = [line.removeprefix("data: ") for line in streamed.split("\n\n") if line.startswith("data: {")]
+        chunk = Draft202012Validator(wire_schema("ChatCompletionChunk"))
+        assert events
+        for event in events:
+            chunk.validate(json.loads(event))
+    models = call(e2e_server.url, "GET", "/v1/models").json()
+    Draft202012Validator(wire_schema("ModelList")).validate(models)
