@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import sys
 from pathlib import Path
@@ -7,7 +8,19 @@ from pathlib import Path
 import pytest
 
 from runtime.cli import main, settings_table
-from runtime.config import SETTINGS_DOC, Limits, ModelSpec, Settings, SettingsError, parse_models
+from runtime.config import (
+    ENGINE_MEANINGS,
+    SETTINGS_DOC,
+    Limits,
+    MediaSettings,
+    ModelSpec,
+    RaySettings,
+    ServerSettings,
+    Settings,
+    SettingsError,
+    parse_models,
+)
+from runtime.engine.settings import EngineSettings
 
 
 def test_defaults() -> None:
@@ -109,3 +122,38 @@ def test_ray_flags_are_checked_at_startup(
     monkeypatch.setitem(sys.modules, "ray", None)  # as without the extra
     assert main(["serve", "--model", model, "--ray-replicas", "2"]) == 3
     assert "pip install -e '.[ray]'" in capsys.readouterr().err
+
+
+def _sections() -> list[type]:
+    return [ServerSettings, Limits, MediaSettings, RaySettings]
+
+
+def test_every_setting_is_a_documented_field_whose_default_reads_back() -> None:
+    documented = {(doc.section, doc.attr): doc for doc in SETTINGS_DOC}
+    for cls, section in zip(_sections(), ("server", "limits", "media", "ray"), strict=True):
+        for spec in dataclasses.fields(cls):
+            assert (section, spec.name) in documented, f"{cls.__name__}.{spec.name} has no setting(...) metadata"
+    names = [doc.name for doc in SETTINGS_DOC]
+    assert len(names) == len(set(names)) and all(name.startswith("FLORENCE_") for name in names)
+    defaults = Settings()
+    for doc in SETTINGS_DOC:
+        if doc.section == "engine" or doc.default in ("(none)",):
+            continue
+        value = defaults.models if doc.section == "models" else getattr(getattr(defaults, doc.section), doc.attr)
+        read = Settings.from_env({doc.name: "" if doc.default == "auto" else doc.default})
+        again = read.models if doc.section == "models" else getattr(getattr(read, doc.section), doc.attr)
+        assert again == value, doc.name
+
+
+def test_a_new_engine_field_needs_only_its_field_and_meaning() -> None:
+    for doc in SETTINGS_DOC:
+        if doc.section == "engine":
+            assert doc.meaning in ENGINE_MEANINGS.values() or doc.meaning.startswith("engine: see"), doc.name
+    engine_docs = {doc.attr for doc in SETTINGS_DOC if doc.section == "engine"}
+    assert engine_docs == {f.name for f in dataclasses.fields(EngineSettings)} - {"max_new_tokens", "max_beams"}
+    assert set(ENGINE_MEANINGS) <= engine_docs  # no meaning left for a field that is gone
+
+
+def test_the_readme_table_is_the_printed_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert settings_table() in readme, "README.md's settings table differs: paste `python -m runtime settings`"
