@@ -16,7 +16,7 @@ from PIL import Image
 
 from runtime.binding.registry import ModelRegistry, RegisteredModel
 from runtime.binding.request import CompletionRequest, read_request
-from runtime.binding.validation import PayloadValidator
+from runtime.binding.validation import PayloadValidator, limited_request_schema
 from runtime.config import Limits
 from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
 from runtime.errors import InferenceFailed, InvalidRequest, StreamNotSupported
@@ -60,8 +60,7 @@ class AIBinding:
     ) -> None:
         self._registry = registry
         self._images = images
-        self._limits = limits
-        self._validator = validator or PayloadValidator()
+        self._validator = validator or PayloadValidator(limited_request_schema(limits))
         self._on_result = on_result or (lambda model, result: None)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -113,27 +112,18 @@ class AIBinding:
         model = self._registry.get(model_id)
         # Off the event loop: a large payload (up to the body limit) takes a while to check.
         await asyncio.to_thread(self._validator.validate, payload)
-        request = read_request(payload, self._limits)
-        is_text = model.engine.is_text_task(request.task)
+        request = read_request(payload)
+        task = request.query.task
+        is_text = model.engine.is_text_task(task)
         if request.stream and not is_text:
             raise StreamNotSupported(
-                f"{request.task} answers with structured data, which is not streamed; send stream: false",
-                param="stream",
+                f"{task} answers with structured data, which is not streamed; send stream: false", param="stream"
             )
-        # A bad prompt is refused before the image is fetched: no network work for a request that cannot run.
-        model.engine.check_task(
-            request.task, request.text_input, max_new_tokens=request.max_new_tokens, num_beams=request.num_beams
-        )
+        # The engine's own check, once: a bad prompt is refused before the image is fetched (no network work for a
+        # request that cannot run), and the prompt it tokenised travels with the request.
+        prompt_ids = model.engine.check(request.query)
         image = await self._images.load(request.image_url, param=request.image_param)
-        task_request = TaskRequest(
-            image=image,
-            task=request.task,
-            text_input=request.text_input,
-            max_new_tokens=request.max_new_tokens,
-            num_beams=request.num_beams,
-            ignore_eos=request.ignore_eos,
-        )
-        return PreparedRun(model_id, model, request, task_request, is_text)
+        return PreparedRun(model_id, model, request, TaskRequest.of(request.query, image, prompt_ids), is_text)
 
     async def _complete(
         self, prepared: PreparedRun, observe: Callable[[TaskResult], None] | None = None

@@ -1,4 +1,5 @@
-"""A validated payload read into what the binding acts on: the image URL, the task and generation options."""
+"""A validated payload read into what the binding acts on: the image URL, the engine's query (task and generation
+options) and how to answer. The payload's bounds are the schema's (``limited_request_schema``), checked before."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config import Limits
-from runtime.errors import SchemaViolation
+from runtime.engine.api import TaskQuery
 from runtime.florence2 import split_task
 from runtime.untrusted import quote
 
@@ -32,19 +32,14 @@ KNOWN_FIELDS = frozenset(
 class CompletionRequest:
     image_url: str
     image_param: str  # JSON path of the URL, for errors about the image
-    text: str
-    task: str
-    text_input: str | None
-    max_new_tokens: int | None
-    num_beams: int | None
-    ignore_eos: bool  # vLLM's extension: generate max_new_tokens whatever the model says (benchmarks)
+    query: TaskQuery  # ignore_eos is vLLM's extension: generate max_new_tokens whatever the model says (benchmarks)
     stream: bool
     include_usage: bool
     ignored_fields: tuple[str, ...]
 
 
-def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionRequest:
-    """Read a payload that passed the schema (one message, one image part, one text part)."""
+def read_request(payload: Mapping[str, Any]) -> CompletionRequest:
+    """Read a payload that passed the schema (one message, one image part, one text part, options in bounds)."""
     content = payload["messages"][0]["content"]
     image_index = next(i for i, part in enumerate(content) if part["type"] == "image_url")
     text_index = next(i for i, part in enumerate(content) if part["type"] == "text")
@@ -57,14 +52,13 @@ def read_request(payload: Mapping[str, Any], limits: Limits) -> CompletionReques
     return CompletionRequest(
         image_url=content[image_index]["image_url"]["url"],
         image_param=f"messages[0].content[{image_index}].image_url.url",
-        text=text,
-        task=task,
-        text_input=text_input,
-        max_new_tokens=_bounded(
-            payload, ("max_completion_tokens", "max_tokens"), limits.max_new_tokens, "FLORENCE_MAX_NEW_TOKENS"
+        query=TaskQuery(
+            task=task,
+            text_input=text_input,
+            max_new_tokens=_first(payload, ("max_completion_tokens", "max_tokens")),
+            num_beams=_first(payload, ("num_beams",)),
+            ignore_eos=bool(payload.get("ignore_eos", False)),
         ),
-        num_beams=_bounded(payload, ("num_beams",), limits.max_num_beams, "FLORENCE_MAX_NUM_BEAMS"),
-        ignore_eos=bool(payload.get("ignore_eos", False)),
         stream=bool(payload.get("stream", False)),
         include_usage=bool(stream_options.get("include_usage", False)),
         ignored_fields=ignored,
@@ -77,11 +71,7 @@ def _field_list(names: tuple[str, ...], shown: int = 10) -> str:
     return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 
-def _bounded(payload: Mapping[str, Any], names: tuple[str, ...], limit: int, setting: str) -> int | None:
-    """The first of ``names`` given (they are spellings of one option, preferred first); every one given is
-    checked against ``limit``, so an out-of-range value is refused even where another spelling wins."""
-    values = [(name, payload[name]) for name in names if payload.get(name) is not None]
-    for name, value in values:
-        if value > limit:
-            raise SchemaViolation(f"{name}: expected at most {limit} (the server's {setting}); got {value}", param=name)
-    return int(values[0][1]) if values else None
+def _first(payload: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
+    """The first of ``names`` given: they are spellings of one option, preferred first (the schema bounded each)."""
+    values = [payload[name] for name in names if payload.get(name) is not None]
+    return int(values[0]) if values else None

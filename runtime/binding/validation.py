@@ -10,6 +10,7 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
 from runtime.binding.bounded_schema import FORMAT_CHECKER, BoundedDraft7Validator
+from runtime.config import Limits
 from runtime.errors import InvalidTaskInput, SchemaViolation
 from runtime.florence2 import get_task, split_task
 from runtime.spec import request_schema
@@ -19,6 +20,28 @@ from runtime.untrusted import check_json
 _WEAK = frozenset({"anyOf", "oneOf", "allOf", "if", "then"})
 # Their own wording is more precise than the node's "x-expected".
 _OWN_WORDING = frozenset({"required", "additionalProperties"})
+
+
+# The request options the server bounds, and the setting that bounds each.
+BOUNDED_OPTIONS: dict[str, str] = {
+    "max_tokens": "FLORENCE_MAX_NEW_TOKENS",
+    "max_completion_tokens": "FLORENCE_MAX_NEW_TOKENS",
+    "num_beams": "FLORENCE_MAX_NUM_BEAMS",
+}
+
+
+def limited_request_schema(limits: Limits) -> dict[str, Any]:
+    """The request schema with the server's bounds as maximums: what the binding validates with and what
+    /openapi.json publishes (every spelling of an option is bounded, even where another one wins)."""
+    schema = request_schema()
+    bounds = {"FLORENCE_MAX_NEW_TOKENS": limits.max_new_tokens, "FLORENCE_MAX_NUM_BEAMS": limits.max_num_beams}
+    for name, setting in BOUNDED_OPTIONS.items():
+        option = schema["properties"][name]
+        limit = bounds[setting]
+        option["maximum"] = limit
+        option["description"] = f"at most {setting}"
+        option["x-expected"] = f"an integer from {option['minimum']} to {limit} (the server's {setting})"
+    return schema
 
 
 class PayloadValidator:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
+from runtime.engine.api import ModelInfo, TaskQuery, TaskRequest, TaskResult
 from runtime.engine.task_rules import TaskRules
 from runtime.errors import InvalidImage, Unavailable
 from runtime.server.model_replica import note_replica
@@ -74,14 +74,10 @@ class RemoteEngine:
     def validate(self, request: TaskRequest) -> None:
         if not isinstance(request.image, Image.Image):
             raise InvalidImage("the request needs one image (a PIL image)", param="image")
-        self.check_task(
-            request.task, request.text_input, max_new_tokens=request.max_new_tokens, num_beams=request.num_beams
-        )
+        self.check(request)
 
-    def check_task(
-        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> None:
-        self._rules.check_task(task, text_input, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    def check(self, query: TaskQuery) -> tuple[int, ...]:
+        return self._rules.check(query)
 
     async def run(self, request: TaskRequest) -> TaskResult:
         self.validate(request)

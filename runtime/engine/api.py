@@ -7,7 +7,7 @@ ONNX Runtime engine are interchangeable.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from PIL import Image
@@ -16,15 +16,28 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
-class TaskRequest:
-    """One image and one task. ``text_input`` is the region (``<loc_..>`` x4) or free text after the tag."""
+class TaskQuery:
+    """What a request asks, without its image: callers have it checked (``Engine.check``) before fetching one.
+    ``text_input`` is the region (``<loc_..>`` x4) or free text after the tag."""
 
-    image: Image.Image
     task: str
     text_input: str | None = None
     max_new_tokens: int | None = None  # None: the model's generation_config, capped by the engine's limit
     num_beams: int | None = None  # None: generation_config's num_beams
     ignore_eos: bool = False  # benchmarks: always generate max_new_tokens
+
+
+@dataclass(frozen=True)
+class TaskRequest(TaskQuery):
+    """One image and one task."""
+
+    image: Image.Image = field(kw_only=True)
+    # The prompt as Engine.check tokenised it, so the engine does not tokenise it again; None: it does.
+    prompt_ids: tuple[int, ...] | None = field(default=None, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, query: TaskQuery, image: Image.Image, prompt_ids: tuple[int, ...] | None = None) -> TaskRequest:
+        return cls(**{f.name: getattr(query, f.name) for f in fields(TaskQuery)}, image=image, prompt_ids=prompt_ids)
 
 
 @dataclass(frozen=True)
@@ -58,10 +71,9 @@ class Engine(Protocol):
     def validate(self, request: TaskRequest) -> None:
         """Raise runtime.errors.InvalidTaskInput for a request that cannot run (cheap; before queueing)."""
 
-    def check_task(
-        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> None:
-        """``validate`` without the image: lets callers refuse a bad prompt before fetching the image."""
+    def check(self, query: TaskQuery) -> tuple[int, ...]:
+        """``validate`` without the image, so callers refuse a bad request before fetching its image; the prompt's
+        token ids, for ``TaskRequest.prompt_ids`` (the request is then tokenised once)."""
 
     async def run(self, request: TaskRequest) -> TaskResult: ...
 

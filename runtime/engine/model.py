@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
+from runtime.engine.api import ModelInfo, TaskQuery, TaskRequest, TaskResult
 from runtime.engine.generation_config import GenerationConfig
 from runtime.engine.pipeline import Job, Outcome, Pipeline, TokenObserver
 from runtime.engine.scheduler import Batch, MicroBatcher, Ticket, wait
@@ -87,10 +87,8 @@ class Florence2Engine:
     def validate(self, request: TaskRequest) -> None:
         self.prepare(request)
 
-    def check_task(
-        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> None:
-        self.rules.check_task(task, text_input, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    def check(self, query: TaskQuery) -> tuple[int, ...]:
+        return self.rules.check(query)
 
     async def run(self, request: TaskRequest) -> TaskResult:
         return await self._batcher.run(self.prepare(request))
@@ -168,7 +166,9 @@ class Florence2Engine:
         """Validate ``request`` and resolve its prompt ids and search options (cheap; on the caller's thread)."""
         if not isinstance(request.image, Image.Image):
             raise InvalidImage("the request needs one image (a PIL image)", param="image")
-        prompt = self.processor.prompt_ids(request.task, request.text_input)
+        prompt = request.prompt_ids
+        if prompt is None:  # not checked (and tokenised) by ``check`` before
+            prompt = tuple(self.processor.prompt_ids(request.task, request.text_input))
         options = self.rules.options(request.max_new_tokens, request.num_beams, ignore_eos=request.ignore_eos)
         return Job(request, tuple(prompt), options, on_tokens=on_tokens)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runtime.engine.api import TaskQuery
 from runtime.engine.generation_config import GenerationConfig, SearchOptions
 from runtime.errors import InvalidRequest, InvalidTaskInput
 from runtime.florence2 import Florence2Processor
@@ -27,11 +28,11 @@ class TaskRules:
         except InvalidTaskInput:
             return False
 
-    def check_task(
-        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> None:
-        self.processor.prompt_ids(task, text_input)
-        self.options(max_new_tokens, num_beams)
+    def check(self, query: TaskQuery) -> tuple[int, ...]:
+        """The prompt's token ids of a query that can run; raises for one that cannot."""
+        prompt = self.processor.prompt_ids(query.task, query.text_input)
+        self.options(query.max_new_tokens, query.num_beams)
+        return tuple(prompt)
 
     def options(self, max_new: int | None, beams: int | None, *, ignore_eos: bool = False) -> SearchOptions:
         if max_new is None:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime.binding.registry import id_forms
+from runtime.binding.validation import limited_request_schema
 from runtime.config import Limits, Settings
 from runtime.errors import RuntimeErrorBase
 from runtime.openai.protocol import wire_schemas
@@ -37,7 +38,6 @@ from runtime.route_table import (
     route,
 )
 from runtime.server.request_id import HEADER as REQUEST_ID_HEADER
-from runtime.spec import request_schema
 
 # Which statuses each operation can answer with (besides 200); the error codes per status come from errors.py.
 COMPLETION_ERRORS = (400, 404, 408, 413, 415, 429, 500, 503, 504)
@@ -140,8 +140,9 @@ _RESPONSES: dict[RouteSpec, Callable[[], dict[str, Any]]] = {
 
 
 def _request_schemas(limits: Limits, model_ids: list[str]) -> dict[str, Any]:
-    """The binding's request schema, as OpenAPI components: its definitions become schemas of their own."""
-    schema = request_schema()
+    """The binding's request schema with the server's bounds, as OpenAPI components: its definitions become
+    schemas of their own."""
+    schema = limited_request_schema(limits)
     definitions = schema.pop("definitions", {})
     schema.pop("$schema", None)
     names = {name: _component_name(name) for name in definitions}
@@ -149,11 +150,6 @@ def _request_schemas(limits: Limits, model_ids: list[str]) -> dict[str, Any]:
     request = _rewrite_refs(schema, names)
     request["required"] = ["model", *request["required"]]
     properties = request["properties"]
-    for name in ("max_tokens", "max_completion_tokens"):
-        properties[name]["maximum"] = limits.max_new_tokens
-        properties[name]["description"] = "at most FLORENCE_MAX_NEW_TOKENS"
-    properties["num_beams"]["maximum"] = limits.max_num_beams
-    properties["num_beams"]["description"] = "at most FLORENCE_MAX_NUM_BEAMS"
     properties["model"]["enum"] = model_ids
     properties["model"]["description"] = "a model id from GET /v1/models (404 for any other)"
     request["description"] = (

@@ -33,7 +33,8 @@ CORRECTIONS: tuple[str, ...] = (
     "Generation options are declared: `max_tokens` (and its newer name `max_completion_tokens`), `num_beams`, "
     "vLLM's `ignore_eos` (true: generate max_tokens tokens whatever the model says, for benchmarks), `stream`, "
     "`stream_options.include_usage`, plus `model` for HTTP requests. Their upper bounds are settings "
-    "(FLORENCE_MAX_NEW_TOKENS, FLORENCE_MAX_NUM_BEAMS), checked after the schema. Other fields are ignored and logged, "
+    "(FLORENCE_MAX_NEW_TOKENS, FLORENCE_MAX_NUM_BEAMS), which the server adds to this schema as maximums "
+    "(runtime/binding/validation.py). Other fields are ignored and logged, "
     "as OpenAI clients send options Florence-2 has no use for "
     "(temperature, top_p ...).",
     "`<REGION_TO_OCR>`, which upstream Florence-2 knows, stays out: the platform does not list it.",

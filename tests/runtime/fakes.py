@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from PIL import Image
 
-from runtime.engine.api import ModelInfo, TaskRequest, TaskResult
+from runtime.engine.api import ModelInfo, TaskQuery, TaskRequest, TaskResult
 from runtime.errors import InvalidTaskInput
 from runtime.florence2 import TASKS, ParseType, get_task
 from runtime.media.addresses import IPAddress
@@ -51,14 +51,14 @@ class FakeEngine:
         return get_task(task).is_text
 
     def validate(self, request: TaskRequest) -> None:
-        self.check_task(request.task, request.text_input, max_new_tokens=request.max_new_tokens)
+        self.check(request)
 
-    def check_task(
-        self, task: str, text_input: str | None, *, max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> None:
-        get_task(task).check_input(text_input)
-        if max_new_tokens is not None and max_new_tokens > self.max_new_tokens:
+    def check(self, query: TaskQuery) -> tuple[int, ...]:
+        """Checks as the engine does; the prompt ids stand for the task tag's length in characters."""
+        get_task(query.task).check_input(query.text_input)
+        if query.max_new_tokens is not None and query.max_new_tokens > self.max_new_tokens:
             raise InvalidTaskInput(f"max_new_tokens over {self.max_new_tokens}")
+        return tuple(range(len(query.task)))
 
     async def run(self, request: TaskRequest) -> TaskResult:
         self.validate(request)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,8 +122,8 @@ async def test_ignore_eos_must_be_true_or_false(value: object, shown: str) -> No
 
 
 def test_ignore_eos_is_not_among_the_ignored_fields() -> None:
-    request = read_request(payload(ignore_eos=True, temperature=0.1), Limits())
-    assert request.ignore_eos is True
+    request = read_request(payload(ignore_eos=True, temperature=0.1))
+    assert request.query.ignore_eos is True
     assert request.ignored_fields == ("temperature",)
 
 
@@ -188,3 +189,42 @@ async def test_run_sync_from_a_worker_thread() -> None:
     assert answers[0]["choices"][0]["message"]["content"] == "a red image of 64 by 48 pixels"
     with pytest.raises(RuntimeError, match=r"await AI\.run"):
         binding.run_sync(MODEL, payload())
+
+
+async def test_the_engines_check_is_the_only_one_and_its_prompt_travels_with_the_request() -> None:
+    engine = FakeEngine()
+    binding = _binding(engine)
+    await binding.run(MODEL, payload("<OPEN_VOCABULARY_DETECTION>a red thing", max_tokens=5))
+    (request,) = engine.requests
+    assert request.prompt_ids == engine.check(request)  # what check returned, handed on: not tokenised again
+    assert (request.task, request.text_input, request.max_new_tokens) == (
+        "<OPEN_VOCABULARY_DETECTION>",
+        "a red thing",
+        5,
+    )
+
+
+async def test_the_real_engine_tokenises_a_request_once(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.engine import load
+    from runtime.engine.settings import EngineSettings
+
+    engine = load(tiny_model_dir, EngineSettings(warmup=False, max_new_tokens=4))
+    try:
+        registry = ModelRegistry()
+        registry.add([MODEL], engine)
+        binding = AIBinding(registry, ImageLoader(MediaSettings()), Limits(max_new_tokens=4))
+        tokenised: list[str] = []
+        prompt_ids = engine.processor.prompt_ids
+
+        def counting(task: str, text_input: str | None) -> list[int]:
+            tokenised.append(task)
+            return prompt_ids(task, text_input)
+
+        monkeypatch.setattr(engine.processor, "prompt_ids", counting)
+        answer = await binding.run(MODEL, payload("<CAPTION>", max_tokens=2))
+        assert isinstance(answer, dict) and answer["usage"]["completion_tokens"] <= 2
+        assert tokenised == ["<CAPTION>"]
+        with pytest.raises(SchemaViolation, match="FLORENCE_MAX_NEW_TOKENS"):
+            await binding.run(MODEL, payload("<CAPTION>", max_tokens=5))
+    finally:
+        await engine.close()
