@@ -15,7 +15,7 @@ from runtime.binding import AIBinding, ModelRegistry
 from runtime.config import Limits, MediaSettings, Settings
 from runtime.florence2 import TASKS, get_task
 from runtime.media import ImageLoader
-from runtime.openai.protocol import NAMED_SHAPES, ChatCompletion, wire_schema, wire_schemas
+from runtime.openai.protocol import NAMED_SHAPES, ChatCompletion, model_list, wire_schema, wire_schemas
 from runtime.openai.typed_schema import schema_of
 from runtime.server.openapi import openapi_document
 
@@ -62,8 +62,6 @@ async def test_streamed_chunks_match_the_schema() -> None:
 
 
 def test_the_model_list_matches_the_schema() -> None:
-    from runtime.openai.protocol import model_list
-
     listed = model_list(_binding().model_infos(), created=1)
     _validator("ModelList").validate(listed)
     assert {model["id"] for model in listed["data"]} == {MODEL, "microsoft/Florence-2-large"}
