@@ -21,5 +21,5 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
     if task is None:
         raise InvalidRequest("detail must be 0, 1 or 2", param="detail")
     payload = {"messages": chat(await image_url_of(request), task), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
     return {"caption": answer["choices"][0]["message"]["content"], "task": task, "usage": answer["usage"]}

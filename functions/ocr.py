@@ -17,7 +17,7 @@ TASK = "<OCR_WITH_REGION>"
 
 async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
     payload = {"messages": chat(await image_url_of(request), TASK), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
     found = answer["result"][TASK]
     regions = [
         {"text": text, "quad": [round(v, 1) for v in quad]}

@@ -81,8 +81,8 @@ def test_serve_then_sigterm_drains_in_flight_requests(tiny_model_dir: Path, e2e_
         process.send_signal(signal.SIGTERM)
         slow.join(30)
         assert replies and replies[0].status == 200 and replies[0].body == b"slept"
-        # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is that of SIGTERM.
-        assert process.wait(30) in (0, -signal.SIGTERM)
+        # a drained SIGTERM is a clean stop: exit 0, not death by the signal (143 under make or a supervisor)
+        assert process.wait(30) == 0
     finally:
         if process.poll() is None:
             process.kill()
