@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
-        print(f"error: the export extra is missing ({exc.name}); run: pip install -e '.[export]'", file=sys.stderr)
+        print(f"error: the export extra is missing ({exc.name}); run: make install", file=sys.stderr)
         return 2
     path = build_checkpoint(args.out, args.arch, args.seed)
     print(f"wrote random-weight Florence-2 ({args.arch}, seed {args.seed}) checkpoint to {path}")
