@@ -269,13 +269,31 @@ def test_the_block_runs_as_printed(block: Block, reader: Reader) -> None:
         )
         assert completed.returncode == 0, f"{block.where}:\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
     else:
-        completed = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-c", reader.as_printed(block.code)],
-            cwd=reader.folder, env=reader.env(), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        output = completed.stdout + completed.stderr
-        assert completed.returncode == 0, f"{block.where}:\n{output[-3000:]}"
-        assert not _ERROR_ENVELOPE.search(completed.stdout), f"{block.where} answered an error:\n{output[-3000:]}"
+        failure = shell_failure(reader.as_printed(block.code), reader.folder, reader.env())
+        assert failure is None, f"{block.where}: {failure}"
+
+
+def shell_failure(code: str, folder: Path, env: dict[str, str]) -> str | None:
+    """Why a shell block failed (a command's exit status, or an error envelope in what it printed), or None."""
+    completed = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
+    output = (completed.stdout + completed.stderr)[-3000:]
+    if completed.returncode != 0:
+        return f"exit status {completed.returncode}:\n{output}"
+    if _ERROR_ENVELOPE.search(completed.stdout):
+        return f"answered an error:\n{output}"
+    return None
+
+
+def test_a_failing_shell_block_is_seen(tmp_path: Path) -> None:
+    """Negative controls for the shell runner: a failing command mid-block, a failing pipe, an error answer."""
+    env = dict(os.environ)
+    assert shell_failure("true\necho ok", tmp_path, env) is None
+    assert "exit status 1" in (shell_failure("false\necho after", tmp_path, env) or "")
+    assert "exit status" in (shell_failure("false | cat", tmp_path, env) or "")
+    envelope = """echo '{"error": {"message": "no such function", "code": "function_not_found"}}'"""
+    assert "answered an error" in (shell_failure(envelope, tmp_path, env) or "")
 
 
 def _run_function(block: Block, reader: Reader) -> None:
