@@ -129,7 +129,7 @@ def test_every_directive_stands_before_a_block() -> None:
             assert _FENCE.match(following), f"{document}:{number}: no code block follows the directive"
 
 
-def test_the_parser_sees_a_skip_without_reason(tmp_path: Path) -> None:
+def test_the_parser_sees_a_skip_without_reason() -> None:
     """Negative control: a skip without its reason is read as such, so the rule above can fail."""
     assert _DIRECTIVE.match("<!-- snippet: skip -->")["reason"] is None
     assert _DIRECTIVE.match("<!-- snippet: skip (needs the hub) -->")["reason"] == "needs the hub"
