@@ -10,18 +10,30 @@ MODEL ?=
 OUT ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Two installs into the one venv: serving needs only the base dependencies (no torch, ~150 MB); exporting,
+# testing and benchmarking add torch, transformers and the other extras (~1.5 GB). The full one covers serving.
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+TINY_DIR := models/tiny
 
 .PHONY: install install-serve test test-fast lint format serve serve-ray export tiny bench bench-quick fuzz soak clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[export,test,bench,ray]"
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP)
+
+install-serve: $(SERVE_STAMP)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -37,9 +49,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Build the default model (the tiny random-weight one) unless a model folder is already there.
+# Build the default model (the tiny random-weight one, which needs the full install) unless it is already there;
+# any other folder must have been exported first.
 $(MODEL_DIR)/export.json:
-	$(MAKE) tiny MODEL_DIR=$(MODEL_DIR)
+	@if [ "$(MODEL_DIR)" = "$(TINY_DIR)" ]; then $(MAKE) tiny MODEL_DIR=$(MODEL_DIR); else \
+	  echo "$(MODEL_DIR) holds no export.json: export a checkpoint there first (make export MODEL=... OUT=$(MODEL_DIR))"; \
+	  exit 2; fi
 
 tiny: install
 	$(PY) -m export.tiny --out checkpoints/tiny
@@ -49,8 +64,10 @@ export: install
 	@test -n "$(MODEL)" -a -n "$(OUT)" || (echo "usage: make export MODEL=<hub id or folder> OUT=models/<name>"; exit 2)
 	$(PY) -m export $(MODEL) --out $(OUT) --dtype fp32 --dtype fp16 --dtype int8
 
-serve: install $(MODEL_DIR)/export.json
-	$(PY) -m runtime serve --functions functions --model microsoft-florence-2-large=$(MODEL_DIR) --host $(HOST) --port $(PORT) --reload
+# Serving installs only the base dependencies; `exec` leaves the server make's own child, so a SIGTERM it drains
+# ends `make serve` with the server's exit status (0).
+serve: install-serve $(MODEL_DIR)/export.json
+	exec $(PY) -m runtime serve --functions functions --model microsoft-florence-2-large=$(MODEL_DIR) --host $(HOST) --port $(PORT) --reload
 
 # The same server on a local Ray Serve cluster, REPLICAS model replicas (the ray extra, installed by `make install`).
 REPLICAS ?= 2

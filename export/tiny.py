@@ -110,6 +110,12 @@ ARCHS: dict[str, Arch] = {
 
 IMAGE_SIZE = 768
 
+# A random model never emits EOS on purpose: with the real checkpoints' max_length (1025, the model cards'
+# max_new_tokens=1024) every answer it gives without max_tokens is 1024 tokens of noise, seconds long. 64 new
+# tokens are enough to see every task's answer shape; a request may still ask for up to FLORENCE_MAX_NEW_TOKENS, and
+# an answer cut here says so (finish_reason "length").
+RANDOM_MODEL_MAX_LENGTH = 65
+
 
 def _corpus(seed: int) -> list[str]:
     from export.prompts import TASK_PROMPTS  # the released prompts; one source of truth
@@ -189,8 +195,6 @@ def build_checkpoint(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
         GenerationConfig,
     )
 
-    from export.generation_config import DEFAULT_MAX_LENGTH
-
     spec = ARCHS[arch]
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out, seed)
@@ -241,7 +245,7 @@ def build_checkpoint(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
         no_repeat_ngram_size=3,
         num_beams=3,
         early_stopping=True,
-        max_length=DEFAULT_MAX_LENGTH,
+        max_length=RANDOM_MODEL_MAX_LENGTH,
     ).save_pretrained(out)
 
     image_processor = CLIPImageProcessor(
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
-        print(f"error: the export extra is missing ({exc.name}); run: pip install -e '.[export]'", file=sys.stderr)
+        print(f"error: the export extra is missing ({exc.name}); run: make install", file=sys.stderr)
         return 2
     path = build_checkpoint(args.out, args.arch, args.seed)
     print(f"wrote random-weight Florence-2 ({args.arch}, seed {args.seed}) checkpoint to {path}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from runtime.functions.helpers import InvalidRequest, chat, generation_options, image_url_of
+from runtime.functions.helpers import InvalidRequest, chat, generation_options, image_url_of, length_warning
 
 DETAIL_TASKS = {"0": "<CAPTION>", "1": "<DETAILED_CAPTION>", "2": "<MORE_DETAILED_CAPTION>"}
 
@@ -21,5 +21,6 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
     if task is None:
         raise InvalidRequest("detail must be 0, 1 or 2", param="detail")
     payload = {"messages": chat(await image_url_of(request), task), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
-    return {"caption": answer["choices"][0]["message"]["content"], "task": task, "usage": answer["usage"]}
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
+    caption = answer["choices"][0]["message"]["content"]
+    return {"caption": caption, "task": task, "usage": answer["usage"], **length_warning(answer)}

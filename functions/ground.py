@@ -21,7 +21,7 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
     if not caption:
         raise InvalidRequest("give the caption to ground: ?caption=A green car ...", param="caption")
     payload = {"messages": chat(await image_url_of(request), TASK + caption), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
     found = answer["result"][TASK]
     phrases = [
         {"phrase": label, "box": [round(v, 1) for v in box]}

@@ -30,5 +30,5 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any]:
     box = box_param(request, image.size)
     text = task + boxes_to_loc_tokens(box, image.size)
     payload = {"messages": chat(image.url, text), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
     return {"task": task, "box": box, "answer": answer["result"][task], "usage": answer["usage"]}

@@ -2,7 +2,8 @@
 
     serve    [--functions DIR] [--model ID[,ID...]=MODEL_DIR ...] [--host H] [--port P] [--reload]
              [--ray-replicas N [--ray-address ADDR]]
-    invoke   NAME [--data JSON] [--method M] [--path /SUB/PATH] [--functions DIR] [--model ...]
+    invoke   NAME [--data JSON | --image FILE] [--query KEY=VALUE ...] [--method M] [--path /SUB/PATH]
+             [--functions DIR] [--model ...]
     settings   print the FLORENCE_* settings table (markdown)
 
 Flags win over FLORENCE_* environment variables, which win over the defaults.
@@ -13,11 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mimetypes
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from runtime.config import SETTINGS_DOC, Settings, SettingsError, parse_models
 
@@ -39,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.server.log_level)
     if args.command == "serve":
         return _serve(settings)
-    return asyncio.run(_invoke(settings, args.name, args.data, args.method, args.path))
+    try:
+        call = _invocation(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_invoke(settings, args.name, call))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,9 +77,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     invoke = commands.add_parser("invoke", parents=[common], help="call one function once and print its response")
     invoke.add_argument("name", help="function name (functions/<name>.py or functions/<name>/index.py)")
-    invoke.add_argument("--data", help="JSON request body (the request is a POST when given)")
-    invoke.add_argument("--method", help="HTTP method (default: POST with --data, GET without)")
-    invoke.add_argument("--path", default="", help="path under the function, with a query string if any: /sub?x=1")
+    body = invoke.add_mutually_exclusive_group()
+    body.add_argument("--data", help="JSON request body (the request is a POST when given)")
+    body.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="POST this file as the body, with its media type (what image_url_of and uploaded_image read)",
+    )
+    invoke.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a query parameter, percent-encoded here (a data: URL or a caption as typed); repeatable",
+    )
+    invoke.add_argument("--method", help="HTTP method (default: POST with --data or --image, GET without)")
+    invoke.add_argument(
+        "--path", default="", help="path under the function, with an already encoded query string if any: /sub?x=1"
+    )
     commands.add_parser("settings", help="print the settings table")
     return parser
 
@@ -119,36 +144,71 @@ def _serve(settings: Settings) -> int:
     return 1 if services.state.load_error else 0
 
 
-async def _invoke(settings: Settings, name: str, data: str | None, method: str | None, path: str) -> int:
+@dataclass(frozen=True)
+class _Invocation:
+    """The request ``invoke`` sends."""
+
+    method: str
+    sub_path: str  # under the function's route
+    query: str  # percent-encoded
+    body: bytes
+    media_type: str
+
+
+def _invocation(args: argparse.Namespace) -> _Invocation:
+    body, media_type = b"", "application/json"
+    if args.data is not None:
+        try:
+            json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"--data is not valid JSON: {exc}") from None
+        body = args.data.encode()
+    elif args.image is not None:
+        try:
+            body = args.image.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"--image {args.image}: {exc.strerror or exc}") from None
+        # the binding tells image formats apart by their bytes; the type only travels in the data: URL
+        media_type = mimetypes.guess_type(args.image.name)[0] or "application/octet-stream"
+    pairs: list[tuple[str, str]] = []
+    for item in args.query:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise SettingsError(f"--query {item!r}: give KEY=VALUE")
+        pairs.append((key, value))
+    sub_path, _, query = args.path.partition("?")
+    query = "&".join(part for part in (query, urlencode(pairs)) if part)
+    sends_body = args.data is not None or args.image is not None
+    method = (args.method or ("POST" if sends_body else "GET")).upper()
+    return _Invocation(method, sub_path, query, body, media_type)
+
+
+async def _invoke(settings: Settings, name: str, call: _Invocation) -> int:
     from starlette.requests import Request
 
     from runtime.server.errors import as_runtime_error, error_response
     from runtime.server.services import Services
 
-    if data is not None:
-        try:
-            json.loads(data)
-        except json.JSONDecodeError as exc:
-            print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
-            return 2
     services = Services(settings)
     services.binding.bind_loop(asyncio.get_running_loop())
     try:
         await services.load_models()
-        body = (data or "").encode()
-        sub_path, _, query = path.partition("?")
+        body = call.body
         scope: dict[str, Any] = {
             "type": "http",
             "http_version": "1.1",
-            "method": (method or ("POST" if data is not None else "GET")).upper(),
+            "method": call.method,
             "scheme": "http",
             "server": ("localhost", 0),
             "client": ("127.0.0.1", 0),
             "root_path": "",
-            "path": f"/{name}{sub_path}",
-            "raw_path": f"/{name}{sub_path}".encode(),
-            "query_string": query.encode(),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "path": f"/{name}{call.sub_path}",
+            "raw_path": f"/{name}{call.sub_path}".encode(),
+            "query_string": call.query.encode(),
+            "headers": [
+                (b"content-type", call.media_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
         sent = False
 

@@ -28,7 +28,7 @@ async def fetch(request: Request, env: Any, ctx: Any) -> dict[str, Any] | Respon
     if annotated and not (request.method == "POST" and await request.body()):
         raise InvalidRequest("POST the image bytes to /detect/annotated.png", param="body")
     payload = {"messages": chat(await image_url_of(request), task), **generation_options(request)}
-    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)  # noqa: F821 - AI is injected
+    answer = await AI.run(env.get("MODEL", "microsoft-florence-2-large"), payload)
     found = answer["result"][task]
     labels = found.get("labels") or [""] * len(found["bboxes"])
     objects = [

@@ -31,7 +31,7 @@ KNOWN_FIELDS = frozenset(
 @dataclass(frozen=True)
 class CompletionRequest:
     image_url: str
-    image_param: str  # JSON path of the URL, for errors about the image
+    image_param: str  # for errors about the image: the caller's parameter, else the URL's JSON path
     query: TaskQuery  # ignore_eos is vLLM's extension: generate max_new_tokens whatever the model says (benchmarks)
     stream: bool
     include_usage: bool
@@ -49,9 +49,11 @@ def read_request(payload: Mapping[str, Any]) -> CompletionRequest:
     if ignored:
         log.info("ignoring request fields Florence-2 has no use for: %s", _field_list(ignored))
     stream_options = payload.get("stream_options") or {}
+    image_url = content[image_index]["image_url"]["url"]
     return CompletionRequest(
-        image_url=content[image_index]["image_url"]["url"],
-        image_param=f"messages[0].content[{image_index}].image_url.url",
+        image_url=image_url,
+        # a function's URL from runtime.functions.helpers says which of its client's parameters it came from
+        image_param=getattr(image_url, "param", None) or f"messages[0].content[{image_index}].image_url.url",
         query=TaskQuery(
             task=task,
             text_input=text_input,

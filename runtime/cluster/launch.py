@@ -42,7 +42,9 @@ def serve_on_ray(settings: Settings) -> int:
         import ray
         from ray import serve
     except ImportError:
-        raise RayMissing("serving on Ray needs the ray extra: pip install -e '.[ray]'") from None
+        raise RayMissing(
+            "serving on Ray needs the ray extra: make install (or, in your own venv, pip install -e '.[ray]')"
+        ) from None
     from runtime.cluster.application import APP_NAME, absolute, build_application, cluster_cpus
 
     settings = absolute(settings)

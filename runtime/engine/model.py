@@ -210,7 +210,9 @@ def load(
     folder = Path(path)
     settings = settings or EngineSettings()
     if not (folder / "config.json").is_file():
-        raise ModelLoadFailed(f"{folder} is not a model folder (no config.json); export one with python -m export")
+        raise ModelLoadFailed(
+            f"{folder} is not a model folder (no config.json); export one with `make export MODEL=... OUT=...`"
+        )
     model_config = _read_config(folder / "config.json")
     random_weights = bool(model_config.get("random_weights"))
     if random_weights:

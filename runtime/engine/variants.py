@@ -115,9 +115,7 @@ def find_graph_files(onnx_dir: Path, graph: str, variant: str, *, fallback: bool
     if fallback and (fp32 := _files(onnx_dir, graph, "fp32")) is not None:
         return fp32, True
     if not any(onnx_dir.glob("*.onnx")):
-        raise FileNotFoundError(
-            f"{onnx_dir} holds no ONNX graphs; export the model (python -m export SOURCE --out DIR)"
-        )
+        raise FileNotFoundError(f"{onnx_dir} holds no ONNX graphs; export the model (`make export MODEL=... OUT=...`)")
     raise MissingVariant(
         f"{graph} has no {variant} file ({graph}{SUFFIXES[variant]}.onnx) in {onnx_dir}; the folder has "
         f"{describe(available(onnx_dir))}. Choose a variant per graph from those "

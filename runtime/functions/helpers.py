@@ -9,7 +9,10 @@ of ours whose message says what to send, never with a 500:
 - ``uploaded_image``: the body's image bytes with their size as shown, through the binding's own byte, pixel and
   format checks (413, 415, 400), before the function looks at a pixel;
 - ``image_url_of``: an uploaded image as a ``data:`` URL, or ``?url=`` for the binding to fetch (SSRF-guarded);
-- ``generation_options``, ``chat``: the rest of an ``AI.run`` payload.
+  the URL remembers where it came from, so the binding's errors about the image name ``url`` or ``body`` (what
+  the function's client sent), not the path inside the payload the function built;
+- ``generation_options``, ``chat``: the rest of an ``AI.run`` payload;
+- ``length_warning``: what to tell the client when the answer stopped at its token limit, not at its end.
 
 Raising one of the errors re-exported here is a one-line 4xx: ``raise InvalidRequest("why", param="box")`` is a 400
 ``invalid_request`` with that message (``PayloadTooLarge`` a 413, ``UnsupportedMediaType`` a 415).
@@ -29,6 +32,7 @@ from runtime.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from runtime.untrusted import quote
 
 __all__ = [
+    "ImageSource",
     "InvalidRequest",
     "PayloadTooLarge",
     "UnsupportedMediaType",
@@ -39,6 +43,7 @@ __all__ = [
     "generation_options",
     "image_url_of",
     "int_param",
+    "length_warning",
     "uploaded_image",
 ]
 
@@ -47,6 +52,18 @@ _INTEGER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²" and "٣" are di
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # no exponent, nan or inf
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")
 UPLOAD_MEDIA_TYPE = "application/octet-stream"  # the binding tells formats apart by their bytes anyway
+
+
+class ImageSource(str):
+    """An image URL (a ``str``) with the request parameter it came from; the binding names ``param`` in its
+    errors about the image instead of ``messages[0].content[0].image_url.url``."""
+
+    param: str
+
+    def __new__(cls, url: str, param: str) -> ImageSource:
+        source = super().__new__(cls, url)
+        source.param = param
+        return source
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,8 @@ class UploadedImage:
         return self.width, self.height
 
     @property
-    def url(self) -> str:
-        return data_url(self.data, self.media_type)
+    def url(self) -> ImageSource:
+        return ImageSource(data_url(self.data, self.media_type), "body")
 
 
 def int_param(request: Request, name: str, *, low: int, high: int, default: int | None = None) -> int | None:
@@ -108,16 +125,16 @@ async def uploaded_image(request: Request, env: Any) -> UploadedImage:
     return UploadedImage(body, _media_type(request), width, height)
 
 
-async def image_url_of(request: Request) -> str:
+async def image_url_of(request: Request) -> ImageSource:
     """An uploaded image becomes a data: URL; otherwise ?url= is passed on (the binding fetches it safely)."""
     if request.method == "POST":
         body = await request.body()
         if body:
-            return data_url(body, _media_type(request))
+            return ImageSource(data_url(body, _media_type(request)), "body")
     url = request.query_params.get("url")
     if not url:
         raise InvalidRequest("give an image: ?url=https://... or POST the image bytes", param="url")
-    return url
+    return ImageSource(url, "url")
 
 
 def data_url(data: bytes, media_type: str = UPLOAD_MEDIA_TYPE) -> str:
@@ -140,3 +157,17 @@ def chat(image_url: str, text: str) -> list[dict[str, Any]]:
     """The ``messages`` of a request: one user message with the image and the task text."""
     content = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": text}]
     return [{"role": "user", "content": content}]
+
+
+def length_warning(answer: dict[str, Any]) -> dict[str, str]:
+    """``{"warning": ...}`` when ``AI.run``'s answer was cut at its token limit (``finish_reason`` "length"), else
+    ``{}``: a cut answer may hold fewer lines or boxes than the image has (an OCR line without its region is
+    dropped), which without a word reads as the model seeing nothing."""
+    choice = answer["choices"][0]
+    if choice.get("finish_reason") != "length":
+        return {}
+    tokens = answer.get("usage", {}).get("completion_tokens")
+    return {
+        "warning": f"the answer stopped at its token limit ({tokens} tokens) and may be cut short; "
+        "ask for more with ?max_tokens=N"
+    }

@@ -11,8 +11,11 @@ reached) uvicorn closes the listener; what still runs at the deadline is cancell
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
+from collections.abc import Generator
 from types import FrameType
 
 import uvicorn
@@ -38,6 +41,15 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._state.draining = True
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            yield
+            # uvicorn raises each captured signal again once it has shut down, so the process would die of a
+            # SIGTERM it has just handled (exit 143, which make and supervisors report as a failure). A drained
+            # SIGTERM is the normal way to stop a server: it exits 0. SIGINT is raised again (Ctrl+C stays 130).
+            self._captured_signals = [sig for sig in self._captured_signals if sig != signal.SIGTERM]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._state.draining = True

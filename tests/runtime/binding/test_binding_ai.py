@@ -22,6 +22,7 @@ from runtime.errors import (
     StreamNotSupported,
     UnsupportedUrl,
 )
+from runtime.functions.helpers import ImageSource
 from runtime.media import ImageLoader
 
 MODEL = "microsoft-florence-2-large"
@@ -170,6 +171,14 @@ async def test_image_errors_name_the_url_path() -> None:
     with pytest.raises(UnsupportedUrl) as caught:
         await _binding(FakeEngine()).run(MODEL, payload(url="ftp://example.com/cat.png"))
     assert caught.value.param == "messages[0].content[0].image_url.url"
+
+
+async def test_image_errors_name_the_functions_own_parameter() -> None:
+    """A function's client sent ``?url=`` (or a body), not ``messages``: the error names what it sent."""
+    url = ImageSource("ftp://example.com/cat.png", "url")
+    with pytest.raises(UnsupportedUrl) as caught:
+        await _binding(FakeEngine()).run(MODEL, payload(url=url))
+    assert caught.value.param == "url"
 
 
 async def test_image_part_may_come_second() -> None:

@@ -76,6 +76,14 @@ def test_ocr(server: LiveServer) -> None:
     body = reply.json()
     assert body["regions"] == [{"text": "a blue image of 50 by 10 pixels", "quad": [0, 0, 50, 0, 50, 10, 0, 10]}]
     assert body["text"] == "a blue image of 50 by 10 pixels"
+    assert "warning" not in body
+
+
+def test_an_answer_cut_at_its_token_limit_says_so(server: LiveServer) -> None:
+    for path in ("/ocr?max_tokens=2", "/caption?max_tokens=2"):
+        reply = call(server.url, "POST", path, body=image_bytes((0, 0, 255), (50, 10)), headers=PNG_HEADERS)
+        assert reply.status == 200
+        assert "token limit (2 tokens)" in reply.json()["warning"], path
 
 
 def test_region_converts_pixels_to_location_tokens(server: LiveServer, engine: FakeEngine) -> None:

@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 
 from runtime.errors import InvalidRequest, PayloadTooLarge
-from runtime.functions.helpers import box_param, generation_options, int_param, uploaded_image
+from runtime.functions.helpers import box_param, generation_options, image_url_of, int_param, uploaded_image
 
 
 def _request(query: bytes = b"", method: str = "GET", body: bytes = b"", content_type: bytes = b"") -> Request:
@@ -86,3 +86,10 @@ def test_an_odd_content_type_is_not_copied_into_the_data_url() -> None:
     assert asyncio.run(uploaded_image(request, _Env((1, 1)))).url.startswith("data:image/png;base64,eA")
     request = _request(method="POST", body=b"x", content_type=b"text/html,<script>")
     assert asyncio.run(uploaded_image(request, _Env((1, 1)))).url.startswith("data:application/octet-stream;")
+
+
+async def test_image_url_of_remembers_which_parameter_gave_the_image() -> None:
+    from_query = await image_url_of(_request(b"url=https://example.com/a.png"))
+    assert from_query == "https://example.com/a.png" and from_query.param == "url"
+    uploaded = await image_url_of(_request(method="POST", body=b"\x89PNG", content_type=b"image/png"))
+    assert uploaded == "data:image/png;base64,iVBORw==" and uploaded.param == "body"
