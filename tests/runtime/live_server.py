@@ -6,13 +6,13 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from waiting import wait_until
 
 from runtime.server.app import create_app
 from runtime.server.protocol import http_protocol
@@ -45,18 +45,23 @@ class LiveServer:
 
     def start(self, timeout_s: float = 120.0) -> LiveServer:
         self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started or (self._wait_ready and not self.services.state.ready):
-            if self.services.state.load_error:
-                raise RuntimeError(f"the models failed to load: {self.services.state.load_error}")
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start in time")
-            time.sleep(0.02)
+        wait_until(self._up, "the server to start (and, unless told not to wait, its models to load)", timeout_s)
         return self
+
+    def _up(self) -> bool:
+        if self.services.state.load_error:
+            raise RuntimeError(f"the models failed to load: {self.services.state.load_error}")
+        if not self._thread.is_alive():
+            raise RuntimeError("the server thread ended before the server started")
+        return self.server.started and (not self._wait_ready or self.services.state.ready)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.server.handle_exit(15, None)  # as SIGTERM does
         self._thread.join(timeout_s)
+
+    def gauge(self, name: str) -> float:
+        """A gauge of the server's metrics, read in-process (``/metrics`` would queue behind a blocked loop)."""
+        return self.services.metrics.registry.get_sample_value(name) or 0.0
 
     @property
     def stopped(self) -> bool:
