@@ -16,6 +16,7 @@ import pytest
 from fakes import FakeEngine
 from hardening_server import completion_body, tiny_settings
 from live_server import LiveServer, Reply, call, write_functions
+from waiting import wait_until
 
 from runtime.server.services import Services
 
@@ -111,13 +112,14 @@ def test_a_function_blocking_the_event_loop_is_survived_and_reported(
     replies: dict[str, Reply] = {}
     blocker = threading.Thread(target=lambda: replies.update(blocked=call(server.url, "GET", "/blocks_loop")))
     with caplog.at_level(logging.WARNING, logger="runtime.server.loop_monitor"):
+        running = server.sample("florence_requests_in_flight")
         blocker.start()
-        time.sleep(0.3)
+        wait_until(lambda: server.sample("florence_requests_in_flight") > running, "the blocking function to run")
         started = time.monotonic()
         health = call(server.url, "GET", "/healthz")
         waited = time.monotonic() - started
         blocker.join(10)
-        time.sleep(0.3)  # the monitor's next wake-up
+        server.wait_for_loop_monitor()
     assert replies["blocked"].status == 200 and replies["blocked"].body == b"blocked"
     assert health.status == 200 and waited > 0.5  # everyone waits while the loop is blocked: it is reported
     assert any("event loop was blocked" in record.getMessage() for record in caplog.records)

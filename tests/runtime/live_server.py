@@ -59,9 +59,17 @@ class LiveServer:
         self.server.handle_exit(15, None)  # as SIGTERM does
         self._thread.join(timeout_s)
 
-    def gauge(self, name: str) -> float:
-        """A gauge of the server's metrics, read in-process (``/metrics`` would queue behind a blocked loop)."""
+    def sample(self, name: str) -> float:
+        """A sample of the server's metrics (a gauge, a histogram's ``_count``), read in-process: ``/metrics`` would
+        wait behind a blocked event loop."""
         return self.services.metrics.registry.get_sample_value(name) or 0.0
+
+    def wait_for_loop_monitor(self) -> None:
+        """Until the event-loop monitor has woken once more: the interval it was timing (which may hold a stall)
+        is then in its lag histogram."""
+        lag_count = "florence_event_loop_lag_seconds_count"
+        seen = self.sample(lag_count)
+        wait_until(lambda: self.sample(lag_count) > seen, "the event-loop monitor's next wake-up")
 
     @property
     def stopped(self) -> bool:
@@ -118,3 +126,19 @@ def write_functions(folder: Path, files: dict[str, str]) -> Path:
     for name, code in files.items():
         (folder / name).write_text(code)
     return folder
+
+
+def metric(base_url: str, name: str) -> float:
+    """The value of an unlabelled series on the server's ``/metrics`` (a server in another process)."""
+    for line in call(base_url, "GET", "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def answers_ready(base_url: str) -> bool:
+    """Whether ``/readyz`` says 200 (False while the port is not open yet)."""
+    try:
+        return call(base_url, "GET", "/readyz", timeout_s=2).status == 200
+    except OSError:
+        return False

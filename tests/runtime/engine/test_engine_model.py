@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from engine_cases import noise_image, run_direct
+from waiting import wait_until_async
 from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, TaskResult, load
@@ -210,7 +211,7 @@ async def test_requests_arriving_while_a_batch_encodes_join_it(
         first = asyncio.ensure_future(gated.run(requests[0]))
         await asyncio.to_thread(runner.entered.wait, 10)  # the first batch, alone, is encoding its image
         later = [asyncio.ensure_future(gated.run(r)) for r in requests[1:]]
-        await asyncio.sleep(0.1)  # both are queued
+        await wait_until_async(lambda: gated._batcher._queue.qsize() == 2, "both later requests to be queued")
         runner.gate.set()
         results = await asyncio.gather(first, *later)
         assert [r.batch_size for r in results] == sizes

@@ -205,7 +205,7 @@ def test_429_over_capacity_with_retry_after(server: LiveServer) -> None:
     for thread in threads:
         thread.start()
     wait_until(
-        lambda: server.gauge("florence_requests_in_flight") == 2 and server.gauge("florence_requests_queued") == 1,
+        lambda: server.sample("florence_requests_in_flight") == 2 and server.sample("florence_requests_queued") == 1,
         "two requests running and one queued",
     )
     overloaded = call(server.url, "GET", "/hello")
@@ -281,7 +281,7 @@ def test_graceful_shutdown_drains_in_flight_requests(functions_dir: Path) -> Non
     replies: list[Reply] = []
     slow = threading.Thread(target=lambda: replies.append(call(live.url, "GET", "/sleepy?s=0.8")))
     slow.start()
-    wait_until(lambda: live.gauge("florence_requests_in_flight") == 1, "the slow request to be running")
+    wait_until(lambda: live.sample("florence_requests_in_flight") == 1, "the slow request to be running")
     stopper = threading.Thread(target=live.stop)
     stopper.start()
     wait_until(lambda: live.services.state.draining, "the server to start draining")
