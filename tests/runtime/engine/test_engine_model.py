@@ -235,7 +235,7 @@ class HeldDecoder(WrappedRunner):
         if graph == DECODER:
             self.decoder_runs += 1
             if self.decoder_runs == self.hold_at:
-                self.release.wait(10)
+                self.release.wait(120)  # a bound for a broken run only: the test releases it
         return self.inner.run(graph, feeds, outputs)
 
 
@@ -251,7 +251,8 @@ async def test_a_short_request_is_answered_when_it_leaves_the_batch(
     batched = load(tiny_model_dir, EngineSettings(max_batch_size=4, batch_wait_ms=200, warmup=False), runner=runner)
     try:
         first, second = asyncio.ensure_future(batched.run(short)), asyncio.ensure_future(batched.run(long))
-        quick = await asyncio.wait_for(first, 5)  # without early answers this waits for the held decoder
+        # Without early answers this waits for the held decoder, which only the test releases (after this).
+        quick = await asyncio.wait_for(first, 60)
         assert runner.decoder_runs <= 10 and not second.done()
         runner.release.set()
         slow = await asyncio.wait_for(second, 60)
