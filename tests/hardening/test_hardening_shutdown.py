@@ -18,6 +18,9 @@ from hardening_server import completion_body
 from live_server import Reply, call
 from waiting import wait_until
 
+# Each test starts a server process and waits out a drain (seconds of it by design).
+pytestmark = pytest.mark.slow
+
 COMPLETIONS = "/v1/chat/completions"
 
 

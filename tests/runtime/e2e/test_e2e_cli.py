@@ -11,9 +11,14 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from e2e_support import REPO, ImageServer
 from live_server import Reply, answers_ready, call, metric
 from waiting import wait_until
+
+# Each test starts `python -m runtime` in a process of its own, which loads the model; the in-process server tests
+# of this folder stay fast.
+pytestmark = pytest.mark.slow
 
 MODEL_ID = "microsoft-florence-2-large"
 
