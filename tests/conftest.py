@@ -93,3 +93,18 @@ def hub_model_dir(hub_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
     return _build_once(
         out, "export.json", lambda path: export_model(str(hub_checkpoint), path, dtypes=("fp32",), validate=True)
     )
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """Whatever a test configures on the root logger (``python -m runtime`` run in-process configures logging for
+    good) is taken back at its end, so no handler or level leaks into the tests after it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import unquote
 
@@ -15,6 +16,7 @@ from runtime.functions.secrets import SECRETS
 from runtime.server.request_id import current_request_id
 from runtime.untrusted import for_log
 
+UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 # A data: URL, as sent or percent-encoded in a query string (?url=data%3Aimage%2Fpng%3Bbase64%2C...): its bytes
@@ -60,17 +62,51 @@ class RedactingStream:
         return getattr(self.stream, name)
 
 
-def configure_logging(level: str) -> None:
-    for name in ("stdout", "stderr"):
-        if not isinstance(getattr(sys, name), RedactingStream):
-            setattr(sys, name, RedactingStream(getattr(sys, name)))
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes each record to whatever ``sys.stderr`` is when the record is emitted, not to the stream that was
+    there when logging was configured: a stream swapped out later (and perhaps closed, as a test harness closes its
+    captures) never receives a record again."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
+def configure_logging(level: str) -> Callable[[], None]:
+    """Routes records (and what functions print) through the redaction; returns the undo, for a caller that
+    configures logging inside a longer-lived process (a test run) and must leave it as it found it."""
+    streams = {name: getattr(sys, name) for name in ("stdout", "stderr")}
     root = logging.getLogger()
+    root_level = root.level
+    uvicorn = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate) for name in UVICORN}
+    wrapped: dict[str, RedactingStream] = {}
+    for name, stream in streams.items():
+        if not isinstance(stream, RedactingStream):
+            wrapped[name] = RedactingStream(stream)
+            setattr(sys, name, wrapped[name])
     root.setLevel(level.upper())
+    added: logging.Handler | None = None
     if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(FORMAT))
-        handler.addFilter(RedactingFilter())
-        root.addHandler(handler)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        added = CurrentStderrHandler()
+        added.setFormatter(logging.Formatter(FORMAT))
+        added.addFilter(RedactingFilter())
+        root.addHandler(added)
+    for name in UVICORN:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+    def undo() -> None:
+        for name, stream in wrapped.items():
+            if getattr(sys, name) is stream:  # not if someone replaced it since
+                setattr(sys, name, streams[name])
+        if added is not None:
+            root.removeHandler(added)
+        root.setLevel(root_level)
+        for name, (handlers, propagate) in uvicorn.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
+
+    return undo

@@ -3,8 +3,9 @@ process reaches, and a reset restarts it from the current RSS (imported by the t
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
+
+from waiting import wait_until
 
 from bench.memory import MemoryWatch
 
@@ -49,6 +50,5 @@ class FakeMark:
 def quiet_watch(process: FakeProcess, mark: FakeMark) -> MemoryWatch:
     """A watch whose poller has looked once and will not look again: only windows' starts add polled values."""
     watch = MemoryWatch(process, 0, interval_s=NEVER, high_water=mark)
-    while watch.polled_peak == 0:
-        time.sleep(0.001)
+    wait_until(lambda: watch.polled_peak, "the watch's first poll")
     return watch

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from bench import summary
 from bench.contenders import ContenderSpec
@@ -136,7 +137,6 @@ def test_weight_bytes_count_subgraphs_once(tmp_path: Path) -> None:
 def test_memory_guard_kills_the_armed_process_only() -> None:
     import subprocess
     import sys
-    import time
 
     import psutil
 
@@ -150,9 +150,9 @@ def test_memory_guard_kills_the_armed_process_only() -> None:
     try:
         assert busy.wait(timeout=10) != 0
         assert busy_watch.killed_because and "available" in busy_watch.killed_because
-        time.sleep(0.2)
+        wait_until(lambda: idle_watch.polled_peak, "the unarmed watch's first poll")  # where an armed one kills
+        assert idle_watch.stop() > 0  # its peak RSS was seen; stopped, it polls no more
         assert idle.poll() is None and idle_watch.killed_because is None
-        assert idle_watch.stop() > 0  # its peak RSS was seen
     finally:
         busy_watch.stop()
         idle.kill()

@@ -63,7 +63,7 @@ class StandIn:
         self.in_flight += 1
         self._memory()
         self.batch_sizes.append(self.in_flight)
-        await asyncio.sleep((MODEL_MS + OUTSIDE_MS) / 1000)
+        await asyncio.sleep((MODEL_MS + OUTSIDE_MS) / 1000)  # the serving time being measured, simulated
         self.in_flight -= 1
         self._memory()
         self.model_seconds += MODEL_MS / 1000

@@ -78,6 +78,7 @@ def test_missing_local_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
     ids=["offline", "unreachable-endpoint"],
 )
+@pytest.mark.slow  # two processes that import torch and time out on the hub
 def test_hub_id_that_cannot_be_fetched(env: dict[str, str], tmp_path: Path) -> None:
     env = {**env, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     done = _run_module("nobody-here/not-a-florence-model", "--out", str(tmp_path / "out"), env=env)

@@ -28,7 +28,10 @@ def test_every_graph_matches_pytorch(tiny_model: Any, fp32_sessions: dict[str, A
         assert figures["max_abs_diff"] <= figures["bound"], graph
 
 
-@pytest.mark.parametrize("graph", ["vision_encoder", "encoder_model", "decoder_model_merged"])
+@pytest.mark.parametrize(
+    "graph",
+    ["vision_encoder", *(pytest.param(g, marks=pytest.mark.slow) for g in ("encoder_model", "decoder_model_merged"))],
+)
 def test_graph_parity_fails_on_a_perturbed_weight(
     graph: str, tiny_model: Any, fp32_sessions: dict[str, Any], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -55,6 +58,7 @@ def test_greedy_generation_is_token_exact(tiny_model: Any, tiny_processor: Any, 
     assert report["generated_tokens"] > 8 * 4
 
 
+@pytest.mark.slow
 def test_parity_without_the_no_repeat_rule(
     tiny_model: Any, tiny_processor: Any, fp32_sessions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,10 +90,14 @@ def _without_no_repeat(model: Any) -> Any:
             id="dropped-kv-history",
         ),
         pytest.param(
-            lambda s: {**s, "vision_encoder": scale_outputs(s["vision_encoder"], 1.05)}, id="scaled-image-features"
+            lambda s: {**s, "vision_encoder": scale_outputs(s["vision_encoder"], 1.05)},
+            id="scaled-image-features",
+            marks=pytest.mark.slow,
         ),
         pytest.param(
-            lambda s: {**s, "encoder_model": ignore_mask(s["encoder_model"], "attention_mask")}, id="ignored-mask"
+            lambda s: {**s, "encoder_model": ignore_mask(s["encoder_model"], "attention_mask")},
+            id="ignored-mask",
+            marks=pytest.mark.slow,
         ),
     ],
 )

@@ -166,6 +166,7 @@ def test_generation_config_is_the_one_the_original_generate_uses(hub_native_chec
     assert converted["max_length"] == 1025  # the model card's max_new_tokens=1024, not transformers' default 20
 
 
+@pytest.mark.slow  # a whole export with validation against PyTorch
 def test_hub_checkpoint_exports_with_validation(hub_checkpoint: Path, tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "model"
     assert export_main([str(hub_checkpoint), "--out", str(out)]) == 0

@@ -31,6 +31,8 @@ from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.model import Florence2Engine
 from runtime.florence2 import TASKS
 
+pytestmark = pytest.mark.slow  # Node runs transformers.js on the exported folder and on quantized variants
+
 NODE_PROJECT = Path(__file__).parent / "transformersjs"
 MAX_NEW_TOKENS = 12
 PROMPTS = [

@@ -128,7 +128,7 @@ def _endless(handler: _Handler) -> None:
 
 
 def _slow(handler: _Handler) -> None:
-    time.sleep(4)
+    time.sleep(4)  # a host slower than the fetch timeout: the delay is what is tested
     handler.answer(200, PHOTO_PNG, {"Content-Type": "image/png"})
 
 
@@ -139,7 +139,7 @@ def _stalls_mid_body(handler: _Handler) -> None:
     handler.end_headers()
     handler.wfile.write(PHOTO_PNG[:100])
     handler.wfile.flush()
-    time.sleep(4)
+    time.sleep(4)  # a body that stops mid-way for longer than the fetch timeout: the stall is what is tested
 
 
 def _hangs_up(handler: _Handler) -> None:

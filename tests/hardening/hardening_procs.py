@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 import psutil
-from live_server import call
+from live_server import answers_ready
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ENGINE_SERVER = Path(__file__).with_name("serve_fake_engine.py")
@@ -52,17 +53,13 @@ class ServerProcess:
         return cls([*command, "--model", f"microsoft-florence-2-large={model_dir}"], env, log_path)
 
     def wait_ready(self, timeout_s: float = 120.0) -> ServerProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if call(self.url, "GET", "/readyz", timeout_s=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server was not ready within {timeout_s} s:\n{self.log()[-3000:]}")
+        wait_until(self._ready, lambda: f"the server to be ready:\n{self.log()[-3000:]}", timeout_s)
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+        return answers_ready(self.url)
 
     def rss_bytes(self) -> int:
         return int(psutil.Process(self.process.pid).memory_info().rss)

@@ -11,7 +11,10 @@ import sys
 from collections import deque
 from pathlib import Path
 
+# The checkout this file is in, ahead of an installed copy of the project (run as a script, the script's folder is
+# first on sys.path, not the checkout); and the runtime tests' helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fakes import FakeEngine
 

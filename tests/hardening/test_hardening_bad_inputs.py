@@ -11,7 +11,6 @@ import base64
 import copy
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -401,5 +400,5 @@ def test_heavy_requests_do_not_stall_the_others(tiny_server: LiveServer, public_
     for thread in threads:
         thread.join(60)
     assert sorted(reply.status for reply in replies) == sorted(case.expect[0] for case in cases)
-    time.sleep(0.3)  # the monitor's next wake-up
+    tiny_server.wait_for_loop_monitor()
     assert _stalls_over_half_a_second(tiny_server) == before

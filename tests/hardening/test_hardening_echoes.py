@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from hardening_procs import ServerProcess
 from hardening_server import completion_body
 from live_server import LiveServer, call
+from waiting import wait_until
 
 COMPLETIONS = "/v1/chat/completions"
 MiB = 1024 * 1024
@@ -101,11 +101,8 @@ def test_a_log_line_cannot_be_forged(logging_server: ServerProcess) -> None:
 
 
 def _wait_for_log(server: ServerProcess, text: str, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while text not in (log := server.log()):
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{log[-2000:]}"
-        time.sleep(0.05)
-    return log
+    wait_until(lambda: text in server.log(), lambda: f"{text!r} to be logged:\n{server.log()[-2000:]}", timeout_s)
+    return server.log()
 
 
 def test_the_log_check_catches_a_forged_line(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from fakes import FakeEngine
 from hardening_server import completion_body, tiny_settings
 from live_server import LiveServer, Reply, call, write_functions
+from waiting import wait_until
 
 from runtime.server.services import Services
 
@@ -36,7 +37,8 @@ FUNCTIONS = {
     "recurses.py": "def fetch(request, env, ctx):\n    return fetch(request, env, ctx)\n",
     "returns_object.py": "async def fetch(request, env, ctx):\n    return object()\n",
     "returns_bad_json.py": "async def fetch(request, env, ctx):\n    return {'x': float('nan'), 'y': object()}\n",
-    "blocks_loop.py": "import time\nasync def fetch(request, env, ctx):\n    time.sleep(1.5)\n    return 'blocked'\n",
+    "blocks_loop.py": "import pathlib\nimport time\nasync def fetch(request, env, ctx):\n"
+    "    pathlib.Path(request.query_params['started']).touch()\n    time.sleep(1.5)\n    return 'blocked'\n",
     "leaks.py": f"HOARD = []\nMIB = {LEAK_MIB}\nasync def fetch(request, env, ctx):\n"
     "    HOARD.append(b'x' * (MIB << 20))\n    return {'held_mib': len(HOARD) * MIB}\n",
     "ai_bad_payload.py": "async def fetch(request, env, ctx):\n"
@@ -106,18 +108,20 @@ def test_a_fixed_function_is_picked_up(server: LiveServer, functions_dir: Path) 
 
 @pytest.mark.timeout(60)
 def test_a_function_blocking_the_event_loop_is_survived_and_reported(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     replies: dict[str, Reply] = {}
-    blocker = threading.Thread(target=lambda: replies.update(blocked=call(server.url, "GET", "/blocks_loop")))
+    started_file = tmp_path / "started"
+    path = f"/blocks_loop?started={started_file}"
+    blocker = threading.Thread(target=lambda: replies.update(blocked=call(server.url, "GET", path)))
     with caplog.at_level(logging.WARNING, logger="runtime.server.loop_monitor"):
         blocker.start()
-        time.sleep(0.3)
+        wait_until(started_file.exists, "the function to start blocking the event loop")
         started = time.monotonic()
         health = call(server.url, "GET", "/healthz")
         waited = time.monotonic() - started
         blocker.join(10)
-        time.sleep(0.3)  # the monitor's next wake-up
+        server.wait_for_loop_monitor()
     assert replies["blocked"].status == 200 and replies["blocked"].body == b"blocked"
     assert health.status == 200 and waited > 0.5  # everyone waits while the loop is blocked: it is reported
     assert any("event loop was blocked" in record.getMessage() for record in caplog.records)

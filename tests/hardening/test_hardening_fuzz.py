@@ -48,6 +48,8 @@ from runtime.media.fetch import parse_url
 from runtime.media.guard import AddressGuard
 from runtime.server.services import Services
 
+pytestmark = pytest.mark.slow  # minutes: schemathesis examples on the fake engine and on the tiny model
+
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 FUZZ_MODEL_EXAMPLES = int(os.environ.get("FUZZ_MODEL_EXAMPLES", "100"))
 COMPLETIONS = "POST /v1/chat/completions"

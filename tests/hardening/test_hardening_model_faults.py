@@ -19,6 +19,7 @@ import pytest
 from hardening_server import completion_body, tiny_settings
 from live_server import LiveServer, Reply, call
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+from waiting import wait_until
 
 from runtime.engine import EngineSettings, load
 from runtime.engine.model import Florence2Engine
@@ -44,7 +45,7 @@ class DecoderProbe:
         if self.fail_on_run is not None and self.runs >= self.fail_on_run:
             self.fail_on_run = None
             raise Fail("[ONNXRuntimeError] : 1 : FAIL : injected by the test, as a broken kernel would")
-        if self.delay_s:
+        if self.delay_s:  # a slower decoder step, so that a client can leave mid-generation
             time.sleep(self.delay_s)
         return self._session.run(output_names, input_feed, run_options)
 
@@ -104,10 +105,12 @@ def _concurrently(server: LiveServer, count: int, body: dict[str, Any]) -> list[
 def _batch_sizes_since(engine: Florence2Engine, start: int, requests: int) -> list[int]:
     """The sizes of the batches since ``start``, once they account for ``requests`` (each is recorded just after
     its answers are handed back)."""
-    deadline = time.monotonic() + 5
-    while sum(sizes := list(engine.recent_batch_sizes)[start:]) < requests and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return sizes
+    wait_until(
+        lambda: sum(list(engine.recent_batch_sizes)[start:]) >= requests,
+        lambda: f"batches for {requests} requests, not {list(engine.recent_batch_sizes)[start:]}",
+        5,
+    )
+    return list(engine.recent_batch_sizes)[start:]
 
 
 @pytest.mark.timeout(120)
@@ -146,15 +149,13 @@ def _send_and_leave(url: str, body: dict[str, Any], probe: DecoderProbe, wait_fo
                 chunk = connection.recv(65536)
                 assert chunk, f"the server closed the stream: {received!r}"
                 received += chunk
-        deadline = time.monotonic() + 30
-        while probe.runs - runs_before < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: probe.runs - runs_before >= 4, "four decoder steps of the request")
         return probe.runs - runs_before
 
 
 def _runs_after(probe: DecoderProbe, seconds: float) -> int:
     before = probe.runs
-    time.sleep(seconds)
+    time.sleep(seconds)  # an absence of steps is what is measured: there is no event to wait for
     return probe.runs - before
 
 

@@ -25,6 +25,8 @@ from hardening_procs import LoadReport, ServerProcess, load
 from hardening_server import HUB_ID
 from live_server import call
 
+pytestmark = pytest.mark.slow  # minutes: thousands of requests past capacity, on the fake engine and the tiny model
+
 OVERLOAD_REQUESTS = int(os.environ.get("OVERLOAD_REQUESTS", "5000"))
 OVERLOAD_CONCURRENCY = int(os.environ.get("OVERLOAD_CONCURRENCY", "64"))
 MODEL_REQUESTS = int(os.environ.get("OVERLOAD_MODEL_REQUESTS", "300"))

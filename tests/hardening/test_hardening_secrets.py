@@ -6,12 +6,12 @@ file and from the server's own environment; functions then do everything careles
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from hardening_procs import ServerProcess
 from live_server import call
+from waiting import wait_until
 
 API_KEY = "sk-live-0123456789abcdef0123"
 DB_PASSWORD = "correct-horse-battery-staple"
@@ -77,7 +77,7 @@ def test_secrets_stay_out_of_bodies_and_output(tmp_path: Path) -> None:
             assert reply.status == status, (name, reply.body[:300])
             bodies[name] = reply.body.decode()
         assert call(server.url, "GET", "/greets").body == b"hello there"  # other variables are not touched
-        time.sleep(0.5)  # the wait_until work runs after its response
+        wait_until(lambda: "background job saw" in server.log(), "the wait_until work, run after its response")
         server.terminate()
         server.wait(30)
         output = server.log()

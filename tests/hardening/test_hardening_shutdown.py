@@ -16,6 +16,10 @@ import pytest
 from hardening_procs import ServerProcess
 from hardening_server import completion_body
 from live_server import Reply, call
+from waiting import wait_until
+
+# Each test starts a server process and waits out a drain (seconds of it by design).
+pytestmark = pytest.mark.slow
 
 COMPLETIONS = "/v1/chat/completions"
 
@@ -41,10 +45,7 @@ def _start(pool: ThreadPoolExecutor, server: ServerProcess, count: int) -> list[
         pool.submit(call, server.url, "POST", COMPLETIONS, json_body=completion_body(), timeout_s=120)
         for _ in range(count)
     ]
-    deadline = time.monotonic() + 30
-    while _admitted(server) < count:
-        assert time.monotonic() < deadline, "the requests were not all admitted"
-        time.sleep(0.02)
+    wait_until(lambda: _admitted(server) >= count, lambda: f"{count} requests admitted, not {_admitted(server)}")
     return futures
 
 
@@ -62,7 +63,7 @@ def test_sigterm_drains_admitted_requests_and_refuses_new_ones(tmp_path: Path) -
             futures = _start(pool, server, admitted)
             signalled = time.monotonic()
             server.terminate()
-            time.sleep(0.2)
+            wait_until(lambda: "draining" in server.log(), "the server to start draining")
             during = [call(server.url, "POST", COMPLETIONS, json_body=completion_body()) for _ in range(10)]
             readiness = call(server.url, "GET", "/readyz")
             liveness = call(server.url, "GET", "/healthz")

@@ -22,6 +22,8 @@ import pytest
 from fakes import FakeEngine
 from hardening_server import completion_body
 from live_server import LiveServer, Reply, call
+from live_server import metric as live_metric
+from waiting import wait_until
 
 from runtime.config import Limits, ModelSpec, ServerSettings, Settings
 from runtime.server.services import Services
@@ -57,17 +59,13 @@ def slow_bodies(server: LiveServer, count: int) -> Iterator[list[socket.socket]]
 
 
 def metric(server: LiveServer, name: str) -> float:
-    for line in call(server.url, "GET", "/metrics").body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not in /metrics")
+    return live_metric(server.url, name)
 
 
 def wait_for_metric(server: LiveServer, name: str, value: float, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while metric(server, name) != value:
-        assert time.monotonic() < deadline, f"{name} did not reach {value}: {metric(server, name)}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: metric(server, name) == value, lambda: f"{name} to reach {value}, not {metric(server, name)}", timeout_s
+    )
 
 
 def read_reply(sock: socket.socket) -> Reply:
@@ -173,7 +171,7 @@ def test_the_head_limit_does_not_cut_a_kept_alive_connection_short(quick_server:
         for _ in range(3):
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-            time.sleep(TIMEOUT_S / 2)
+            time.sleep(TIMEOUT_S / 2)  # idle between requests: the pause is what is tested, not an ordering
 
 
 @pytest.mark.timeout(60)
@@ -196,7 +194,7 @@ def test_a_head_under_16_kib_ending_across_two_reads_is_served(quick_server: Liv
     head = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Long: {'a' * 15_000}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as sock:
         sock.sendall(head[:-2])  # the blank line's end arrives in the next read
-        time.sleep(0.2)
+        time.sleep(0.2)  # a pause on the wire, what is tested: the server reads the head's end separately
         sock.sendall(head[-2:])
         assert read_reply(sock).status == 200
 

@@ -65,7 +65,7 @@ class FakeEngine:
         self.requests.append(request)
         if self.hold is not None:
             await self.hold.wait()
-        if self.delay_s:
+        if self.delay_s:  # inference time, simulated: what the tests that set it are about
             await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
             raise self.fail_with

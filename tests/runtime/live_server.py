@@ -6,13 +6,13 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from waiting import wait_until
 
 from runtime.server.app import create_app
 from runtime.server.protocol import http_protocol
@@ -45,18 +45,31 @@ class LiveServer:
 
     def start(self, timeout_s: float = 120.0) -> LiveServer:
         self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started or (self._wait_ready and not self.services.state.ready):
-            if self.services.state.load_error:
-                raise RuntimeError(f"the models failed to load: {self.services.state.load_error}")
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start in time")
-            time.sleep(0.02)
+        wait_until(self._up, "the server to start (and, unless told not to wait, its models to load)", timeout_s)
         return self
+
+    def _up(self) -> bool:
+        if self.services.state.load_error:
+            raise RuntimeError(f"the models failed to load: {self.services.state.load_error}")
+        if not self._thread.is_alive():
+            raise RuntimeError("the server thread ended before the server started")
+        return self.server.started and (not self._wait_ready or self.services.state.ready)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.server.handle_exit(15, None)  # as SIGTERM does
         self._thread.join(timeout_s)
+
+    def sample(self, name: str) -> float:
+        """A sample of the server's metrics (a gauge, a histogram's ``_count``), read in-process: ``/metrics`` would
+        wait behind a blocked event loop."""
+        return self.services.metrics.registry.get_sample_value(name) or 0.0
+
+    def wait_for_loop_monitor(self) -> None:
+        """Until the event-loop monitor has woken once more: the interval it was timing (which may hold a stall)
+        is then in its lag histogram."""
+        lag_count = "florence_event_loop_lag_seconds_count"
+        seen = self.sample(lag_count)
+        wait_until(lambda: self.sample(lag_count) > seen, "the event-loop monitor's next wake-up")
 
     @property
     def stopped(self) -> bool:
@@ -113,3 +126,19 @@ def write_functions(folder: Path, files: dict[str, str]) -> Path:
     for name, code in files.items():
         (folder / name).write_text(code)
     return folder
+
+
+def metric(base_url: str, name: str) -> float:
+    """The value of an unlabelled series on the server's ``/metrics`` (a server in another process)."""
+    for line in call(base_url, "GET", "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def answers_ready(base_url: str) -> bool:
+    """Whether ``/readyz`` says 200 (False while the port is not open yet)."""
+    try:
+        return call(base_url, "GET", "/readyz", timeout_s=2).status == 200
+    except OSError:
+        return False

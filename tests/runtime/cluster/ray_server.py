@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from live_server import call
+from live_server import answers_ready
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL_ID = "microsoft-florence-2-large"
@@ -40,17 +40,13 @@ class RayServer:
         self.process = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 240.0) -> RayServer:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if call(self.url, "GET", "/readyz", timeout_s=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the server was not ready within {timeout_s} s:\n{self.log()[-4000:]}")
+        wait_until(self._ready, lambda: f"the server to be ready:\n{self.log()[-4000:]}", timeout_s)
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+        return answers_ready(self.url)
 
     def replicas(self) -> dict[int, str]:
         """Live model replicas: process id -> the name it answers with (X-Model-Replica)."""

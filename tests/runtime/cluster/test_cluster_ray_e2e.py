@@ -23,8 +23,9 @@ import openai
 import psutil
 import pytest
 from fakes import payload
-from live_server import call
+from live_server import call, metric
 from ray_server import MODEL_ID, RayServer
+from waiting import wait_until
 
 pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install -e '.[ray]')")
 pytestmark = pytest.mark.slow  # about 100 s: a local Ray cluster starts, replicas restart twice, a function times out
@@ -90,25 +91,13 @@ async def post_all(url: str, bodies: list[dict[str, Any]], path: str = "/v1/chat
         return await asyncio.gather(*(one(session, i, body) for i, body in enumerate(bodies)))
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 async def until_in_flight(server: RayServer, count: int, timeout_s: float = 30) -> None:
     """Wait until ``count`` requests hold a slot at the ingress (its /metrics), so they are on their replicas."""
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        while True:
-            async with session.get(server.url + "/metrics") as response:
-                text = await response.text()
-            held = [line for line in text.splitlines() if line.startswith("florence_requests_in_flight ")]
-            if held and float(held[0].split()[1]) >= count:
-                return
-            assert time.monotonic() < deadline, f"{count} requests never held a slot: {held}"
-            await asyncio.sleep(0.05)
+
+    def held() -> float:
+        return metric(server.url, "florence_requests_in_flight")
+
+    await asyncio.to_thread(wait_until, lambda: held() >= count, lambda: f"{count} requests to hold a slot", timeout_s)
 
 
 def ready(server: RayServer) -> bool:
@@ -200,7 +189,7 @@ def test_a_hanging_function_is_408(server: RayServer) -> None:
 
 def _busiest(pids: list[int], window_s: float = 0.5) -> int:
     before = {pid: sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids}
-    time.sleep(window_s)
+    time.sleep(window_s)  # CPU time is measured over a window: the window is the measurement, not an ordering
     return max(pids, key=lambda pid: sum(psutil.Process(pid).cpu_times()[:2]) - before[pid])
 
 
@@ -222,7 +211,7 @@ def test_a_replica_killed_under_load_is_restarted_and_its_requests_retried(serve
     assert victim_name not in answered_by  # every request the dead replica held was answered by another
     assert "sending it once more" in server.log()
     # Ray restarts it: two running replicas again, one of them new.
-    wait_for(lambda: len(server.replicas()) == REPLICAS and ready(server), 120, "the replica's restart")
+    wait_until(lambda: len(server.replicas()) == REPLICAS and ready(server), "the replica's restart", 120)
     assert victim_name not in server.replicas().values()
 
 
@@ -242,10 +231,10 @@ def test_no_replica_left_is_503_with_retry_after_and_not_ready(server: RayServer
         assert reply["headers"]["Retry-After"] == str(RETRY_AFTER_S)
         assert reply["body"]["error"]["code"] == "unavailable"
     # The controller sees the deaths at its next health check; the restarts take longer than that.
-    wait_for(lambda: not ready(server), 15, "/readyz to say 503 while no replica runs")
+    wait_until(lambda: not ready(server), "/readyz to say 503 while no replica runs", 15)
     readiness = call(server.url, "GET", "/readyz", timeout_s=5)
     assert readiness.status == 503 and "no healthy replica" in readiness.error["message"]
-    wait_for(lambda: len(server.replicas()) == REPLICAS and ready(server), 180, "the replicas' restart")
+    wait_until(lambda: len(server.replicas()) == REPLICAS and ready(server), "the replicas' restart", 180)
     after = call(server.url, "POST", "/v1/chat/completions", json_body=completion(max_tokens=8))
     assert after.status == 200
 
@@ -255,7 +244,7 @@ def test_sigterm_drains_admitted_requests_then_exits(server: RayServer) -> None:
         load = asyncio.create_task(post_all(server.url, [long_payload()] * 2))
         await until_in_flight(server, 2)
         server.terminate()
-        await asyncio.to_thread(wait_for, lambda: not ready(server), 15, "/readyz to say 503")
+        await asyncio.to_thread(wait_until, lambda: not ready(server), "/readyz to say 503", 15)
         late = await post_all(server.url, [completion(max_tokens=8)])
         answered = await load
         code = await asyncio.to_thread(server.process.wait, 90)

@@ -10,11 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from console_support import SECRET, make_photo
 from fakes import describe
 from live_server import LiveServer, call
 
 from runtime.florence2 import boxes_to_loc_tokens
+
+# Headless Chromium against two live servers; the console's access rules and history stay fast (test_console_access.py,
+# test_console_history.py).
+pytestmark = pytest.mark.slow
 
 COMPLETIONS = "/v1/chat/completions"
 WAIT_MS = 60_000

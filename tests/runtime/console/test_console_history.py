@@ -43,7 +43,7 @@ async def test_a_waiting_reader_wakes_on_a_new_invocation() -> None:
     history = InvocationHistory()
     assert await history.wait_for_more(0, timeout_s=0.01) == []
     waiting = asyncio.create_task(history.wait_for_more(0, timeout_s=5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop, not a delay: the reader runs up to its wait before the add
     history.add(**_fields("a"))
     (record,) = await asyncio.wait_for(waiting, 1)
     assert record.function == "a"
@@ -58,12 +58,13 @@ def _capture() -> RequestLogCapture:
 
 async def test_each_request_gets_its_own_lines_also_from_its_threads() -> None:
     capture = _capture()
+    both_logged = asyncio.Barrier(2)
     try:
 
         async def request(word: str) -> list[str]:
             with capture.capturing() as lines:
                 log.info("async %s", word)
-                await asyncio.sleep(0.01)  # the other request logs meanwhile
+                await both_logged.wait()  # the other request logs meanwhile
                 await asyncio.to_thread(log.warning, "thread %s", word)
             return [line.message for line in lines]
 
@@ -111,12 +112,13 @@ def test_a_thread_not_started_by_the_request_is_not_captured() -> None:
 
 async def test_two_servers_in_one_process_keep_their_requests_apart() -> None:
     first, second = _capture(), _capture()
+    both_logged = asyncio.Barrier(2)
     try:
 
         async def request(capture: RequestLogCapture, word: str) -> list[str]:
             with capture.capturing() as lines:
                 log.warning("line of %s", word)
-                await asyncio.sleep(0.01)
+                await both_logged.wait()  # both requests are open while each logs
             return [line.message for line in lines]
 
         one, two = await asyncio.gather(request(first, "one"), request(second, "two"))

@@ -10,11 +10,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
+import pytest
 from e2e_support import REPO, ImageServer, make_photo
-from live_server import Reply, call
+from live_server import Reply, answers_ready, call, metric
+from waiting import wait_until
+
+# Each test starts `python -m runtime` in a process of its own, which loads the model; the in-process server tests
+# of this folder stay fast.
+pytestmark = pytest.mark.slow
 
 MODEL_ID = "microsoft-florence-2-large"
 
@@ -96,19 +101,12 @@ def test_serve_then_sigterm_drains_in_flight_requests(tiny_model_dir: Path, e2e_
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=_env(),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if call(url, "GET", "/readyz", timeout_s=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+        wait_until(lambda: process.poll() is not None or answers_ready(url), "the server to become ready", 120)
+        assert process.poll() is None, "the server exited before it was ready"
         replies: list[Reply] = []
         slow = threading.Thread(target=lambda: replies.append(call(url, "GET", "/sleepy")))
         slow.start()
-        time.sleep(0.5)
+        wait_until(lambda: metric(url, "florence_requests_in_flight") == 1, "the slow request to be running")
         process.send_signal(signal.SIGTERM)
         slow.join(30)
         assert replies and replies[0].status == 200 and replies[0].body == b"slept"

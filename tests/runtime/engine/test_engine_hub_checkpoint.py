@@ -19,6 +19,8 @@ from hub_checkpoint import HUB_GENERATION_CONFIG, HUB_TEXT_GENERATION
 
 from runtime.engine.model import Florence2Engine
 
+pytestmark = pytest.mark.slow  # minutes: the hub-layout checkpoint is built, converted and exported first
+
 
 @pytest.fixture(scope="module")
 def hub_engine(hub_model_dir: Path) -> Iterator[Florence2Engine]:

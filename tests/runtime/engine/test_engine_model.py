@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from engine_cases import noise_image, run_direct
+from waiting import wait_until_async
 from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, TaskResult, load
@@ -210,7 +211,7 @@ async def test_requests_arriving_while_a_batch_encodes_join_it(
         first = asyncio.ensure_future(gated.run(requests[0]))
         await asyncio.to_thread(runner.entered.wait, 10)  # the first batch, alone, is encoding its image
         later = [asyncio.ensure_future(gated.run(r)) for r in requests[1:]]
-        await asyncio.sleep(0.1)  # both are queued
+        await wait_until_async(lambda: gated._batcher._queue.qsize() == 2, "both later requests to be queued")
         runner.gate.set()
         results = await asyncio.gather(first, *later)
         assert [r.batch_size for r in results] == sizes
@@ -234,7 +235,7 @@ class HeldDecoder(WrappedRunner):
         if graph == DECODER:
             self.decoder_runs += 1
             if self.decoder_runs == self.hold_at:
-                self.release.wait(10)
+                self.release.wait(120)  # a bound for a broken run only: the test releases it
         return self.inner.run(graph, feeds, outputs)
 
 
@@ -250,7 +251,8 @@ async def test_a_short_request_is_answered_when_it_leaves_the_batch(
     batched = load(tiny_model_dir, EngineSettings(max_batch_size=4, batch_wait_ms=200, warmup=False), runner=runner)
     try:
         first, second = asyncio.ensure_future(batched.run(short)), asyncio.ensure_future(batched.run(long))
-        quick = await asyncio.wait_for(first, 5)  # without early answers this waits for the held decoder
+        # Without early answers this waits for the held decoder, which only the test releases (after this).
+        quick = await asyncio.wait_for(first, 60)
         assert runner.decoder_runs <= 10 and not second.done()
         runner.release.set()
         slow = await asyncio.wait_for(second, 60)

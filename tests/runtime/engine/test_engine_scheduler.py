@@ -4,11 +4,13 @@ runs, failure isolation, cancels."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
 
 import pytest
+from waiting import wait_until_async
 
 from runtime.engine.scheduler import Batch, MicroBatcher
 from runtime.errors import InferenceFailed, InvalidRequest, Unavailable
@@ -43,6 +45,18 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+async def until_queued(b: MicroBatcher[int, int], count: int) -> None:
+    """Until ``count`` entries wait in the batcher's queue (the worker is held, so none is taken meanwhile)."""
+    await wait_until_async(lambda: b._queue.qsize() == count, lambda: f"{count} queued, not {b._queue.qsize()}")
+
+
+async def cancelled(task: asyncio.Future[int]) -> None:
+    """Cancel a waiter and let its cancellation land (the ticket is marked abandoned as it does)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def batcher(run: Recorder, size: int = 4, wait_ms: float = 50) -> Iterator[MicroBatcher[int, int]]:
@@ -95,12 +109,11 @@ async def test_cancelled_requests_are_dropped_before_their_batch_forms() -> None
     recorder = Recorder(hold=hold)
     for b in batcher(recorder, size=8, wait_ms=50):
         busy = asyncio.ensure_future(b.run(0))  # occupies the worker until `hold` is set
-        await asyncio.sleep(0.1)
+        await asyncio.to_thread(recorder.holding.wait, 5)
         gone = asyncio.ensure_future(b.run(1))
         kept = asyncio.ensure_future(b.run(2))
-        await asyncio.sleep(0.05)
-        gone.cancel()
-        await asyncio.sleep(0.05)
+        await until_queued(b, 2)
+        await cancelled(gone)
         hold.set()
         assert await busy == 0 and await kept == 20
         assert recorder.batches == [[0], [2]]
@@ -128,9 +141,8 @@ async def test_a_running_batch_admits_what_arrived_up_to_its_size() -> None:
         await asyncio.to_thread(recorder.holding.wait, 5)  # the batch [0] is running
         later = [asyncio.ensure_future(b.run(i)) for i in (1, 2, 3)]
         gone = asyncio.ensure_future(b.run(4))
-        await asyncio.sleep(0.05)
-        gone.cancel()
-        await asyncio.sleep(0.05)
+        await until_queued(b, 4)
+        await cancelled(gone)
         hold.set()
         assert await first == 0
         assert await asyncio.gather(*later) == [10, 20, 30]
@@ -150,7 +162,7 @@ async def test_admitted_items_are_settled_with_the_batch_and_counted() -> None:
         first = asyncio.ensure_future(b.run(1))
         await asyncio.to_thread(recorder.holding.wait, 5)
         joined = asyncio.ensure_future(b.run(2))
-        await asyncio.sleep(0.05)
+        await until_queued(b, 1)
         hold.set()
         outcomes = await asyncio.gather(first, joined, return_exceptions=True)
         assert all(isinstance(o, InferenceFailed) for o in outcomes)  # the admitted item failed the batch
@@ -166,9 +178,9 @@ async def test_close_during_a_batch_finishes_it_and_everything_queued() -> None:
     first = asyncio.ensure_future(b.run(1))
     await asyncio.to_thread(recorder.holding.wait, 5)
     queued = [asyncio.ensure_future(b.run(i)) for i in (2, 3)]
-    await asyncio.sleep(0.05)
+    await until_queued(b, 2)
     closing = asyncio.ensure_future(asyncio.to_thread(b.close, 5))
-    await asyncio.sleep(0.05)
+    await until_queued(b, 3)  # and the stop marker behind them
     hold.set()
     await closing
     assert await first == 10 and await asyncio.gather(*queued) == [20, 30]

@@ -207,6 +207,7 @@ def vocab(processor: Florence2Processor) -> Vocab:
     return Vocab(processor)
 
 
+@pytest.mark.slow  # 1200 sequences through both processors; the documented examples above stay fast
 def test_generated_token_sequences_equal_transformers(
     processor: Florence2Processor, oracle: Any, vocab: Vocab, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from fakes import FakeEngine, data_url, image_bytes, payload
 from live_server import LiveServer, Reply, call, write_functions
+from waiting import wait_until
 
 from runtime.config import Limits, MediaSettings, ModelSpec, ServerSettings, Settings
 from runtime.engine.settings import EngineSettings
@@ -204,7 +204,10 @@ def test_429_over_capacity_with_retry_after(server: LiveServer) -> None:
     ]
     for thread in threads:
         thread.start()
-    time.sleep(0.25)  # two running, one queued
+    wait_until(
+        lambda: server.sample("florence_requests_in_flight") == 2 and server.sample("florence_requests_queued") == 1,
+        "two requests running and one queued",
+    )
     overloaded = call(server.url, "GET", "/hello")
     for thread in threads:
         thread.join()
@@ -225,9 +228,7 @@ def test_wait_until_runs_after_the_response(server: LiveServer, tmp_path: Path) 
     target = tmp_path / "after.txt"
     reply = call(server.url, "GET", f"/later?path={target}")
     assert reply.status == 200 and reply.body == b"now"
-    deadline = time.monotonic() + 5
-    while not (target.exists() and target.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: target.exists() and target.read_text(), f"the wait_until work to write {target}", 5)
     assert target.read_text() == "after"
 
 
@@ -267,9 +268,7 @@ def test_503_until_ready_then_ready(functions_dir: Path) -> None:
         _assert_envelope(reply, 503, "unavailable")
         assert reply.headers["retry-after"] == "1"
         gate.set()
-        deadline = time.monotonic() + 10
-        while call(live.url, "GET", "/readyz").status != 200 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: call(live.url, "GET", "/readyz").status == 200, "/readyz to say 200", 10)
         assert call(live.url, "GET", "/hello").status == 200
     finally:
         gate.set()
@@ -282,11 +281,10 @@ def test_graceful_shutdown_drains_in_flight_requests(functions_dir: Path) -> Non
     replies: list[Reply] = []
     slow = threading.Thread(target=lambda: replies.append(call(live.url, "GET", "/sleepy?s=0.8")))
     slow.start()
-    time.sleep(0.3)
+    wait_until(lambda: live.sample("florence_requests_in_flight") == 1, "the slow request to be running")
     stopper = threading.Thread(target=live.stop)
     stopper.start()
-    time.sleep(0.1)
-    assert live.services.state.draining
+    wait_until(lambda: live.services.state.draining, "the server to start draining")
     refused = _post(live, {"model": MODEL, **payload("<CAPTION>")})  # new work while draining: 503, go elsewhere
     assert refused.status == 503 and refused.headers["retry-after"] == "1"
     assert refused.headers["connection"] == "close"
