@@ -100,7 +100,10 @@ def bf16_skip_reason(cpu: CpuFeatures, mode: str, provider: str, what: str) -> s
     if cpu.bf16_unit is None:
         return f"CPU features unknown ({cpu.source}): {what} may be emulated; --bf16 always runs it"
     if not cpu.bf16_unit:
-        return f"no bf16 unit (no AMX, no AVX-512 BF16): {what} would be emulated; --bf16 always runs it"
+        return (
+            f"no bf16 unit (no AMX, no AVX-512 BF16): {what} would be emulated (torch) or fall back to f32 "
+            "(OpenVINO); --bf16 always runs it"
+        )
     return None
 
 

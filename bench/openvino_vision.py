@@ -32,7 +32,9 @@ class OpenVinoVisionRunner:
         self.request = self.compiled.create_infer_request()
         self.preprocess = ImagePreprocessor(ImageConfig.from_dict(read_json(model_dir / "preprocessor_config.json")))
         self.image = workload.image()
-        self.device_name = f"OpenVINO CPU {self.compiled.get_property('INFERENCE_PRECISION_HINT')}"
+        # What OpenVINO compiled for: without a bf16 unit a bf16 hint falls back to f32.
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.device_name = f"OpenVINO CPU {getattr(hint, 'get_type_name', lambda: str(hint))()}"
 
     def warm_up(self) -> None:
         self.run(Job(max_new_tokens=1, num_beams=1))
