@@ -306,7 +306,8 @@ def _race(settings: BenchSettings, lineup: Lineup, log_dir: Path) -> tuple[dict[
     for outcome in outcomes:
         contenders[outcome.spec.name]["summary"] = summary.summarise_contender(outcome, reference, peer)
     for name, reason in lineup.skipped.items():
-        contenders[name] = {"kind": None, "skipped": reason, "errors": [], "summary": {}, "ready": {}}
+        kind = summary.describe(name, {})[0]
+        contenders[name] = {"kind": kind, "skipped": reason, "errors": [], "summary": {}, "ready": {}}
         _progress(f"{name} skipped: {reason}")
     best = {
         "name": peer.spec.name if peer else None,

@@ -279,10 +279,13 @@ def _get(mapping: dict[str, Any] | None, *keys: str) -> Any:
     return mapping
 
 
+_PREFIX = {"torch": "pytorch", "openvino": "openvino"}  # names of contenders recorded without their kind
+
+
 def describe(name: str, contender: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
     """(kind, variant, backend, precision) of a contender as its results record it."""
     return (
-        contender.get("kind") or ("torch" if name.startswith("pytorch") else "engine"),
+        contender.get("kind") or next((k for k in ("torch", "openvino") if name.startswith(_PREFIX[k])), "engine"),
         contender.get("variant") or "fp32",
         contender.get("backend"),
         contender.get("precision"),
@@ -382,8 +385,8 @@ def targets(
         vision_value = seconds / vision_floor if vision_floor else None
         vision_note = f"{name}, {precision} floor" if vision_floor else f"{name}: no {precision} matmul rate measured"
         profiled = vision_profile_note(vision_profile) if precision == "fp32" else ""
-        if profiled:  # where the fp32 vision time goes, from its operator profile
-            vision_note += "; " + profiled
+        if profiled:  # where the engine's fp32 vision time goes, from its operator profile
+            vision_note += "; the engine's fp32 " + profiled
 
     decode_value, decode_note = None, ""
     decode_best = _fastest(engines, key, ("engine",), "stages_s", "per_token_decode")
