@@ -220,19 +220,22 @@ class ProbeSkipped(RuntimeError):
     """A probe that was not run or gave up; its message says why, for the report."""
 
 
-# A precision the CPU only emulates runs far below any hardware path (bf16 without AMX or AVX-512 BF16: about
-# 0.2-0.5 GFLOP/s on a 2-core AVX2 machine, where fp32 reaches 30-100); under this rate on a 256^3 matmul the probe
-# stops before the large shapes, which would take minutes.
-EMULATED_GFLOPS = 5.0
+# A precision the CPU only emulates runs far below fp32 (bf16 without AMX or AVX-512 BF16: 0.2-0.7 GFLOP/s on a
+# 2-core AVX2 machine where fp32 reaches 20-30); a probe under this fraction of numpy's fp32 rate on the same small
+# matmul, measured just before it, stops before the large shapes, which would take minutes. Both are the best of a
+# few runs, so that a busy machine slows both alike.
+EMULATED_FRACTION = 0.1
 
 
-def _guard_emulated(fn: Callable[[], object], what: str) -> None:
-    fn()
-    started = time.perf_counter()
-    fn()
-    rate = 2 * 256**3 / (time.perf_counter() - started) / 1e9
-    if rate < EMULATED_GFLOPS:
-        raise ProbeSkipped(f"{what}: {rate:.2f} GFLOP/s on a 256x256x256 matmul, emulated")
+def _guard_emulated(fn: Callable[[], object], what: str, size: int = 256) -> None:
+    a = np.ones((size, size), dtype=np.float32)
+    flops = 2 * size**3
+    reference = flops / _best_seconds(lambda: a @ a, 5) / 1e9
+    rate = flops / _best_seconds(fn, 5) / 1e9
+    if rate < EMULATED_FRACTION * reference:
+        raise ProbeSkipped(
+            f"{what}: {rate:.2f} GFLOP/s on a {size}^3 matmul against {reference:.1f} in fp32 (numpy): emulated"
+        )
 
 
 def torch_matmul_gflops(
@@ -262,8 +265,9 @@ def torch_matmul_gflops(
 
         multiply = torch.matmul
     with torch.inference_mode():
-        a, b = operands(256, 256, 256)
-        _guard_emulated(lambda: multiply(a, b), f"torch {dtype_name}")
+        if dtype_name != "float32":  # fp32 is the yardstick, never emulated
+            a, b = operands(256, 256, 256)
+            _guard_emulated(lambda: multiply(a, b), f"torch {dtype_name}")
         best = 0.0
         for m, k, n in shapes:
             a, b = operands(m, k, n)

@@ -3,9 +3,11 @@ rounds, floors at each contender's precision, the served-over-HTTP ratio."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench import machine, report, summary
@@ -67,6 +69,13 @@ def test_rates_by_precision_take_the_best_probe_and_none_where_nothing_ran() -> 
     both = machine.best_of([rates, _rates(ort_int8_matmul_gops=300.0, skipped=(("torch_bf16", "no unit"),))])
     assert both.matmul_rate("int8") == 300.0 and both.matmul_rate("bf16") == 900.0
     assert both.to_dict()["skipped"] == {"torch_bf16": "no unit"}
+
+
+def test_a_probe_far_below_fp32_is_called_emulated_and_stops() -> None:
+    a = np.ones((256, 256), dtype=np.float32)
+    machine._guard_emulated(lambda: a @ a, "numpy fp32")  # the yardstick itself passes
+    with pytest.raises(machine.ProbeSkipped, match="slow kernel: .* emulated"):
+        machine._guard_emulated(lambda: time.sleep(0.05), "slow kernel")  # 0.7 GFLOP/s at most
 
 
 def _contender(kind: str, variant: str, precision: str | None, **figures: Any) -> dict[str, Any]:
