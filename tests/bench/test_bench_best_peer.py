@@ -74,7 +74,7 @@ def test_rates_by_precision_take_the_best_probe_and_none_where_nothing_ran() -> 
 def test_a_probe_far_below_fp32_is_called_emulated_and_stops() -> None:
     a = np.ones((256, 256), dtype=np.float32)
     machine._guard_emulated(lambda: a @ a, "numpy fp32")  # the yardstick itself passes
-    with pytest.raises(machine.ProbeSkipped, match="slow kernel: .* emulated"):
+    with pytest.raises(machine.ProbeSkipped, match=r"slow kernel: .* emulated"):
         machine._guard_emulated(lambda: time.sleep(0.05), "slow kernel")  # 0.7 GFLOP/s at most
 
 
