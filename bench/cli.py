@@ -187,11 +187,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         configurations.openvino_installed(),
         configurations.accepts_variant,
     )
-    probe_skips = {
-        probe: reason
-        for probe, what in (("torch_bf16", "torch bf16"), ("openvino_bf16", "OpenVINO bf16"))
-        if (reason := configurations.bf16_skip_reason(cpu, settings.bf16, settings.provider, what))
-    }
+    probe_skips = configurations.probe_skips(cpu, settings.bf16, settings.provider)
     results: dict[str, Any] = {
         "date": stamp,
         "settings": settings.to_dict(),

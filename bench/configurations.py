@@ -107,6 +107,20 @@ def bf16_skip_reason(cpu: CpuFeatures, mode: str, provider: str, what: str) -> s
     return None
 
 
+def probe_skips(cpu: CpuFeatures, bf16_mode: str, provider: str) -> dict[str, str]:
+    """The machine-rate probes (bench/machine.py) left out on this CPU, with the reason: bf16 as the contenders,
+    and torch's ``_int_mm`` where no int8 dot-product unit exists (there it runs a reference loop at under
+    1 GOP/s: 0.3-0.8 on the 2-core AMD EPYC); ONNX Runtime's MatMulInteger runs everywhere."""
+    skips = {
+        probe: reason
+        for probe, what in (("torch_bf16", "torch bf16"), ("openvino_bf16", "OpenVINO bf16"))
+        if (reason := bf16_skip_reason(cpu, bf16_mode, provider, what))
+    }
+    if cpu.int8_dot_product is False:
+        skips["torch_int8"] = "no int8 dot-product unit (no AMX, no VNNI): torch _int_mm has no fast kernel here"
+    return skips
+
+
 def openvino_installed() -> bool:
     try:
         import openvino  # noqa: F401

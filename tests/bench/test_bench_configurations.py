@@ -29,6 +29,15 @@ def test_bf16_runs_only_with_a_bf16_unit_unless_told() -> None:
     assert bf16_skip_reason(AVX2, "auto", "cuda", "torch bf16") is None  # a GPU computes bf16 itself
 
 
+def test_probes_follow_the_same_rules() -> None:
+    skipped = configurations.probe_skips(AVX2, "auto", "cpu")
+    assert set(skipped) == {"torch_bf16", "openvino_bf16", "torch_int8"}
+    assert skipped["torch_int8"].startswith("no int8 dot-product unit")
+    assert configurations.probe_skips(AMX, "auto", "cpu") == {}
+    assert set(configurations.probe_skips(AMX, "never", "cpu")) == {"torch_bf16", "openvino_bf16"}
+    assert set(configurations.probe_skips(UNKNOWN, "auto", "cpu")) == {"torch_bf16", "openvino_bf16"}
+
+
 def test_engine_configurations_follow_the_engine_settings_fields() -> None:
     assert engine_configurations(TODAY) == [EngineConfiguration()]
     merged = engine_configurations(MERGED)
