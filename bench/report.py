@@ -102,7 +102,7 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
         if contender.get("skipped") or contender.get("errors")
     ]
     if problems:
-        lines += ["", "Problems:", *problems]
+        lines += ["", "Left out on this machine, or failed:", *problems]
     return lines
 
 

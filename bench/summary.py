@@ -318,6 +318,12 @@ def is_onnxruntime_fp32(name: str, contender: dict[str, Any]) -> bool:
     return kind == "engine" and variant == "fp32" and backend in (None, "onnxruntime") and precision in (None, "f32")
 
 
+def _ms_text(seconds: float) -> str:
+    """Milliseconds with one decimal, or three significant digits below one (a tiny model's floors)."""
+    ms = 1000 * seconds
+    return f"{ms:,.1f}" if ms >= 1 else f"{ms:.3g}"
+
+
 def served_ratio(server: dict[str, Any] | None, contenders: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
     """The server's 1-client p50 latency over the in-process median of the same configuration and job (the
     server's ``max_tokens`` at the model's default beams), and a note with both figures."""
@@ -395,7 +401,7 @@ def targets(
         _, variant, _, _ = describe(name, contenders[name])
         decode_floor = floor.decode_floor_s(variant, precision_of(name, contenders[name]))
         decode_value = seconds / decode_floor if decode_floor else None
-        decode_note = f"{name}: {1000 * seconds:.1f} ms, floor {1000 * decode_floor:.1f} ms" if decode_floor else name
+        decode_note = f"{name}: {_ms_text(seconds)} ms, floor {_ms_text(decode_floor)} ms" if decode_floor else name
 
     served_value, served_note = served_ratio(server, contenders)
     result = [
