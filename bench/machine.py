@@ -221,7 +221,7 @@ class ProbeSkipped(RuntimeError):
 
 
 # A precision the CPU only emulates runs far below fp32 (bf16 without AMX or AVX-512 BF16: 0.2-0.7 GFLOP/s on a
-# 2-core AVX2 machine where fp32 reaches 20-30); a probe under this fraction of numpy's fp32 rate on the same small
+# 2-core AVX2 machine where fp32 reaches 10-30); a probe under this fraction of numpy's fp32 rate on the same small
 # matmul, measured just before it, stops before the large shapes, which would take minutes. Both are the best of a
 # few runs, so that a busy machine slows both alike.
 EMULATED_FRACTION = 0.1
