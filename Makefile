@@ -77,8 +77,9 @@ serve-ray: install $(MODEL_DIR)/export.json
 bench: install
 	$(PY) -m bench
 
+# A smoke run on the tiny model: its results go to build/bench-quick, not beside the kept ones in bench/results.
 bench-quick: install
-	$(PY) -m bench --quick
+	$(PY) -m bench --quick --out build/bench-quick
 
 # Schemathesis against /openapi.json: 2000 examples per operation on the fake engine, 500 on the tiny model
 # (CI runs 500 and 100 as part of `make test`); then generation against transformers on 500 random requests (CI: 50).

@@ -10,11 +10,15 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import (
     artefacts,
+    configurations,
+    cpu_features,
     machine,
     plot,
     ray_row,
@@ -25,7 +29,9 @@ from bench import (
     vision_profile,
     weights,
 )
+from bench.configurations import REFERENCE
 from bench.contenders import ContenderSpec
+from bench.cpu_features import CpuFeatures
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
 
@@ -36,33 +42,105 @@ def _progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def contender_specs(settings: BenchSettings, available: tuple[str, ...]) -> list[ContenderSpec]:
-    """PyTorch eager first (the reference), then one engine contender per variant to run.
+@dataclass(frozen=True)
+class Lineup:
+    """The contenders a run races, and those it leaves out here with the reason."""
+
+    specs: list[ContenderSpec]
+    skipped: dict[str, str]
+    server_engine: tuple[tuple[str, str], ...] = ()  # the served configuration's EngineSettings fields
+
+
+def contender_specs(
+    settings: BenchSettings,
+    available: tuple[str, ...],
+    cpu: CpuFeatures,
+    engine_fields: frozenset[str] = frozenset(),
+    has_openvino: bool = True,
+    accepts_variant: Callable[[str], bool] = lambda _: False,
+) -> Lineup:
+    """PyTorch eager fp32 first (the reference), then bf16; OpenVINO on the vision encoder graph (f32, bf16); then
+    the engine once per configuration and variant (``configurations.ENGINE_CONFIGURATIONS``).
 
     fp16 runs by default only with a GPU: ONNX Runtime's CPU provider has few fp16 kernels and casts around the
-    rest; name it in ``--variants`` to time it on a CPU anyway."""
+    rest; name it in ``--variants`` to time it on a CPU anyway. bf16 contenders run where the CPU has a bf16 unit
+    (``--bf16``)."""
     wanted = settings.variants or tuple(v for v in available if v != "fp16" or settings.provider == "cuda")
-    specs = [ContenderSpec(summary.REFERENCE, "torch", settings.checkpoint, threads=settings.threads)]
-    for variant in wanted:
-        if variant not in available:
-            _progress(f"variant {variant} is not in {settings.model_dir}; skipped")
-            continue
+    specs = [ContenderSpec(REFERENCE, "torch", settings.checkpoint, threads=settings.threads)]
+    skipped: dict[str, str] = {}
+
+    def bf16_ok(name: str, what: str) -> bool:
+        reason = configurations.bf16_skip_reason(cpu, settings.bf16, settings.provider, what)
+        if reason:
+            skipped[name] = reason
+        return reason is None
+
+    if bf16_ok(f"{REFERENCE}-bf16", "torch bf16"):
         specs.append(
-            ContenderSpec(
-                f"engine-{variant}", "engine", settings.model_dir, variant, settings.provider, settings.threads
-            )
+            ContenderSpec(f"{REFERENCE}-bf16", "torch", settings.checkpoint, threads=settings.threads, precision="bf16")
         )
-    return specs
+    if settings.provider == "cpu" and settings.openvino_vision and "fp32" in available:
+        for precision in ("f32", "bf16"):
+            name = f"openvino-vision-{precision}"
+            if not has_openvino:
+                skipped[name] = "openvino is not installed"
+            elif precision == "f32" or bf16_ok(name, "OpenVINO bf16"):
+                specs.append(
+                    ContenderSpec(
+                        name, "openvino", settings.model_dir, "fp32", threads=settings.threads, precision=precision
+                    )
+                )
+    for configuration in configurations.engine_configurations(engine_fields):
+        for variant in configuration.variants or wanted:
+            name = configuration.name(variant)
+            if variant not in available and not (variant == "fastest" and accepts_variant(variant)):
+                if configuration.variants is None:
+                    _progress(f"variant {variant} is not in {settings.model_dir}; skipped")
+                continue
+            if configuration.backend == "openvino" and not has_openvino:
+                skipped[name] = "openvino is not installed"
+                continue
+            if configuration.precision == "bf16" and not bf16_ok(name, "OpenVINO bf16"):
+                continue
+            specs.append(
+                ContenderSpec(
+                    name,
+                    "engine",
+                    settings.model_dir,
+                    variant,
+                    settings.provider,
+                    settings.threads,
+                    configuration.backend,
+                    configuration.precision,
+                )
+            )
+    return Lineup(specs, skipped, _served_fields(engine_fields))
 
 
-def machine_info() -> dict[str, Any]:
+def _served_fields(engine_fields: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The server runs the fp32-on-ONNX-Runtime configuration: named where the engine has a backend setting."""
+    return (("backend", "onnxruntime"), ("precision", "f32")) if {"backend", "precision"} <= engine_fields else ()
+
+
+def served_contender(specs: list[ContenderSpec], variant: str, engine: tuple[tuple[str, str], ...]) -> str | None:
+    """The in-process contender of the configuration the server runs."""
+    wanted = dict(engine)
+    for spec in specs:
+        same = spec.backend == wanted.get("backend") and spec.precision == wanted.get("precision")
+        if spec.kind == "engine" and spec.variant == variant and same:
+            return spec.name
+    return None
+
+
+def machine_info(cpu: CpuFeatures) -> dict[str, Any]:
     import numpy
     import onnxruntime
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu.model,
+        "cpu_features": cpu.to_dict(),
         "cores": os.cpu_count(),
         "numpy": numpy.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -76,17 +154,11 @@ def machine_info() -> dict[str, Any]:
         info |= {"torch": torch.__version__, "transformers": transformers.__version__}
     except ImportError:
         pass
+    if configurations.openvino_installed():
+        import openvino
+
+        info["openvino"] = openvino.__version__
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run(settings: BenchSettings) -> dict[str, Any]:
@@ -106,10 +178,20 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         artefacts.read_json(settings.model_dir / "preprocessor_config.json"),
     )
     weight_bytes = {v: weights.variant_weight_bytes(settings.model_dir, v) for v in available}
+    cpu = cpu_features.detect()
+    lineup = contender_specs(
+        settings,
+        available,
+        cpu,
+        configurations.engine_settings_fields(),
+        configurations.openvino_installed(),
+        configurations.accepts_variant,
+    )
+    probe_skips = configurations.probe_skips(cpu, settings.bf16, settings.provider)
     results: dict[str, Any] = {
         "date": stamp,
         "settings": settings.to_dict(),
-        "machine": machine_info(),
+        "machine": machine_info(cpu),
         "model": {
             "arch": settings.arch,
             "model_dir": str(settings.model_dir),
@@ -120,14 +202,15 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         },
     }
 
-    probes = [_measure_machine(settings)]
+    _progress(f"CPU: {cpu.summary()}")
+    probes = [_measure_machine(settings, probe_skips)]
     floor_by_job: dict[str, summary.Floors] = {}
     results["contenders"] = {}
     with tempfile.TemporaryDirectory(prefix="florence-bench-") as scratch:
         log_dir = Path(scratch)
         if settings.side_by_side:
-            results["contenders"] = _race(settings, available, log_dir)
-            probes.append(_measure_machine(settings))
+            results["contenders"], results["best_peer"] = _race(settings, lineup, log_dir)
+            probes.append(_measure_machine(settings, probe_skips))
             rates = machine.best_of(probes)
             decoder_bytes = {v: b["decoder_model_merged"] for v, b in weight_bytes.items()}
             prompt_tokens = _prompt_tokens(results["contenders"], shape)
@@ -144,7 +227,14 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         if settings.server:
             served = settings.server_variant or ("fp32" if "fp32" in available else available[0])
             if served in available:
-                results["server"] = _load_server(settings, served, sum(weight_bytes[served].values()), log_dir)
+                results["server"] = _load_server(
+                    settings,
+                    served,
+                    sum(weight_bytes[served].values()),
+                    log_dir,
+                    lineup.server_engine,
+                    served_contender(lineup.specs, served, lineup.server_engine),
+                )
             else:
                 results["server"] = {"error": f"the model folder has no {served} variant", "variant": served}
 
@@ -154,12 +244,16 @@ def run(settings: BenchSettings) -> dict[str, Any]:
     results["rates"] = machine.best_of(probes).to_dict()
     results["rate_probes"] = [p.to_dict() for p in probes]
     server = results.get("server")
-    summaries = {name: c.get("summary", {}) for name, c in results["contenders"].items()}
     measured_server = server if server and server.get("levels") else None
     results["targets"] = [
         t.to_dict()
         for t in summary.targets(
-            summaries, floor_by_job, settings.headline, measured_server, results.get("vision_profile", {}).get("fp32")
+            results["contenders"],
+            floor_by_job,
+            settings.headline,
+            measured_server,
+            results.get("vision_profile", {}).get("fp32"),
+            best_peer=(results.get("best_peer") or {}).get("name"),
         )
     ]
     results["machine"]["load_average_end"] = os.getloadavg()
@@ -169,27 +263,32 @@ def run(settings: BenchSettings) -> dict[str, Any]:
 
 FLOORS_METHOD = (
     "FLOPs counted analytically from config.json (bench/flops.py; matmul-class ops only, equal to torch's "
-    "FlopCounterMode on a random model) over the best fp32 matmul rate measured in this run (probes before and "
-    "after the contenders); decode bandwidth floor: the decoder graph's initializer bytes over the best measured "
-    "read bandwidth"
+    "FlopCounterMode on a random model) over the best matmul rate measured in this run at the precision each "
+    "contender computes in (fp32: ONNX Runtime, numpy, torch; bf16: torch, OpenVINO; int8: ONNX Runtime "
+    "MatMulInteger, torch _int_mm; probes before and after the contenders); decode bandwidth floor: the decoder "
+    "graph's initializer bytes (halved for fp32 weights run in bf16) over the best measured read bandwidth"
 )
 
 
-def _measure_machine(settings: BenchSettings) -> machine.MachineRates:
-    _progress("measuring matmul rate and memory bandwidth")
+def _measure_machine(settings: BenchSettings, skip: dict[str, str]) -> machine.MachineRates:
+    _progress("measuring matmul rates and memory bandwidth")
     providers = ("CUDAExecutionProvider",) if settings.provider == "cuda" else ()
-    rates = machine.measure(settings.memory_probe_mb, providers=providers)
+    rates = machine.measure(settings.memory_probe_mb, providers=providers, skip=skip)
+    by_precision = ", ".join(
+        f"{p} {rate:.0f}" for p in machine.PRECISIONS if (rate := rates.matmul_rate(p)) is not None
+    )
     _progress(
-        f"matmul {rates.matmul_gflops:.0f} GFLOP/s (ORT {rates.ort_matmul_gflops:.0f}, numpy "
+        f"matmul GFLOP/s {by_precision} (fp32: ORT {rates.ort_matmul_gflops:.0f}, numpy "
         f"{rates.numpy_matmul_gflops:.0f}); memory read {rates.memory_read_gbps:.1f} GB/s"
     )
     return rates
 
 
-def _race(settings: BenchSettings, available: tuple[str, ...], log_dir: Path) -> dict[str, Any]:
-    """Every contender's raw runs and its summary (medians, ratios to the reference), by name."""
+def _race(settings: BenchSettings, lineup: Lineup, log_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every contender's raw runs and its summary (medians, ratios to the reference and to the best peer), by
+    name, those skipped here with their reason; and the best peer."""
     outcomes = side_by_side.run_rounds(
-        contender_specs(settings, available),
+        lineup.specs,
         settings.jobs,
         settings.rounds,
         log_dir,
@@ -197,11 +296,27 @@ def _race(settings: BenchSettings, available: tuple[str, ...], log_dir: Path) ->
         job_timeout_s=settings.job_timeout_s,
         progress=_progress,
     )
-    reference = next((o for o in outcomes if o.spec.name == summary.REFERENCE), None)
+    reference = next((o for o in outcomes if o.spec.name == REFERENCE), None)
+    peer = summary.best_peer(outcomes, settings.headline)
     contenders = {o.spec.name: o.to_dict() for o in outcomes}
     for outcome in outcomes:
-        contenders[outcome.spec.name]["summary"] = summary.summarise_contender(outcome, reference)
-    return contenders
+        contenders[outcome.spec.name]["summary"] = summary.summarise_contender(outcome, reference, peer)
+    for name, reason in lineup.skipped.items():
+        kind = summary.describe(name, {})[0]
+        contenders[name] = {"kind": kind, "skipped": reason, "errors": [], "summary": {}, "ready": {}}
+        _progress(f"{name} skipped: {reason}")
+    best = {
+        "name": peer.spec.name if peer else None,
+        "rule": f"the fastest PyTorch contender end to end on {settings.headline.key} (median over rounds)",
+        "end_to_end_s": {
+            o.spec.name: summary.median(
+                [m.end_to_end for m in o.runs.get(settings.headline.key, []) if m and m.end_to_end]
+            )
+            for o in outcomes
+            if o.spec.kind == "torch"
+        },
+    }
+    return contenders, best
 
 
 def profiled_variants(settings: BenchSettings, available: tuple[str, ...]) -> list[str]:
@@ -242,7 +357,14 @@ def _profile_vision(
     return profiles
 
 
-def _load_server(settings: BenchSettings, variant: str, weight_bytes: int, log_dir: Path) -> dict[str, Any]:
+def _load_server(
+    settings: BenchSettings,
+    variant: str,
+    weight_bytes: int,
+    log_dir: Path,
+    engine: tuple[tuple[str, str], ...] = (),
+    contender: str | None = None,
+) -> dict[str, Any]:
     plan = server_load.ServerPlan(
         model_dir=settings.model_dir,
         variant=variant,
@@ -255,9 +377,14 @@ def _load_server(settings: BenchSettings, variant: str, weight_bytes: int, log_d
         load_timeout_s=settings.load_timeout_s,
         request_timeout_s=settings.job_timeout_s,
         weight_bytes=weight_bytes,
+        engine=engine,
+        contender=contender,
     )
     _progress(f"HTTP server ({variant}) under {', '.join(map(str, settings.concurrency))} concurrent clients")
-    return server_load.run(plan, log_dir, _progress)
+    served = server_load.run(plan, log_dir, _progress)
+    generation = settings.model_dir / "generation_config.json"
+    served["beams"] = int((artefacts.read_json(generation) if generation.is_file() else {}).get("num_beams") or 1)
+    return served
 
 
 def _ray_row(settings: BenchSettings, log_dir: Path) -> dict[str, Any]:
@@ -287,7 +414,8 @@ def _prompt_tokens(contenders: dict[str, Any], shape: ModelShape) -> int:
     """Prompt tokens of the benchmark request (``<s> prompt </s>``), from what a contender's encoder saw."""
     for contender in contenders.values():
         for job in contender.get("summary", {}).values():
-            return int(job["prompt_tokens"]) - shape.image_tokens()
+            if job.get("prompt_tokens"):  # a vision-only contender sees no prompt
+                return int(job["prompt_tokens"]) - shape.image_tokens()
     return 0
 
 

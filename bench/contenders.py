@@ -28,18 +28,25 @@ class ContenderFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class ContenderSpec:
-    name: str  # shown in the report: "pytorch-eager", "engine-fp32", ...
-    kind: str  # torch | engine
-    path: Path  # checkpoint folder (torch) or model folder (engine)
+    name: str  # shown in the report: "pytorch-eager", "engine-fp32", "engine-openvino-bf16-fp32", ...
+    kind: str  # torch | engine | openvino (the vision encoder graph alone)
+    path: Path  # checkpoint folder (torch) or model folder (engine, openvino)
     variant: str = "fp32"
     provider: str = "cpu"
     threads: int = 0
+    backend: str | None = None  # engine: EngineSettings.backend, where it has one
+    precision: str | None = None  # torch: fp32 | bf16; engine, openvino: f32 | bf16; None: the default
 
     def command(self) -> list[str]:
-        return [
+        command = [
             sys.executable, "-m", "bench.worker", self.kind, str(self.path),
             "--variant", self.variant, "--provider", self.provider, "--threads", str(self.threads),
         ]  # fmt: skip
+        if self.backend:
+            command += ["--backend", self.backend]
+        if self.precision:
+            command += ["--precision", self.precision]
+        return command
 
 
 class ContenderProcess:

@@ -43,11 +43,21 @@ def stages_from_timings(timings: dict[str, float]) -> dict[str, float]:
 
 
 class EngineRunner:
-    def __init__(self, model_dir: Path, variant: str = "fp32", provider: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        variant: str = "fp32",
+        provider: str = "cpu",
+        threads: int = 0,
+        backend: str | None = None,
+        precision: str | None = None,
+    ) -> None:
         from runtime.engine import load
         from runtime.engine.settings import EngineSettings
 
-        settings = EngineSettings(provider=provider, variant=variant, intra_op_threads=threads)  # type: ignore[arg-type]
+        # backend and precision are set only when given: an engine without those settings still runs the rest.
+        chosen = {k: v for k, v in (("backend", backend), ("precision", precision)) if v is not None}
+        settings = EngineSettings(provider=provider, variant=variant, intra_op_threads=threads, **chosen)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self.engine: Any = self._wait(self._load(load, model_dir, settings))
         self.image = workload.image()

@@ -21,7 +21,7 @@ def _stacks(results: dict[str, Any], headline: Job) -> dict[str, dict[str, float
         stages = dict(entry["stages_s"])
         stages["decode"] = stages.pop("per_token_decode", 0.0) * max(0, entry["new_tokens"] - 1)
         stack = {s: stages.get(s, 0.0) for s in STACK}
-        stack["other"] = max(0.0, entry["end_to_end_s"] - sum(stack.values()))
+        stack["other"] = max(0.0, (entry["end_to_end_s"] or 0.0) - sum(stack.values()))  # None: one stage only
         stacks[name] = stack
     return stacks
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench import ray_row
 from bench.measurement import STAGES
-from bench.summary import REFERENCE, mib_text
+from bench.summary import REFERENCE, describe, mib_text, precision_of
 from bench.workload import IMAGE_SIZE, TASK, Job
 
 STAGE_TITLES = {
@@ -51,11 +51,22 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
         "## Side by side",
         "",
         f"Same image ({IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG), task `{TASK}`, EOS ignored. Medians over "
-        f"{results['settings']['rounds']} alternating round(s); `x ref` is the median of per-round ratios to "
-        f"{REFERENCE}. Stage times in ms.",
+        f"{results['settings']['rounds']} alternating round(s); `x peer` is the median of per-round ratios to the "
+        f"best peer ({_peer(results)}), `x fp32` to {REFERENCE} (PyTorch fp32). `openvino-vision-*` run the vision "
+        "encoder graph alone (no end to end). Stage times in ms.",
         "",
     ]
-    header = ["job", "contender", "end to end", "x ref", *(STAGE_TITLES[s] for s in STAGES), "peak RSS MiB"]
+    peer = _peer(results)
+    header = [
+        "job",
+        "contender",
+        "computes in",
+        "end to end",
+        "x peer",
+        "x fp32",
+        *(STAGE_TITLES[s] for s in STAGES),
+        "peak RSS MiB",
+    ]
     rows = []
     job_keys = [key for c in contenders.values() for key in c.get("summary", {})]
     for key in dict.fromkeys(job_keys):
@@ -64,13 +75,16 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
             if entry is None:
                 continue
             ratio = entry.get("ratio_to_reference", {}).get("end_to_end") if name != REFERENCE else 1.0
+            to_peer = entry.get("ratio_to_best_peer", {}).get("end_to_end") if name != peer else 1.0
             stages = entry["stages_s"]
             rows.append(
                 [
                     key,
                     name,
+                    precision_of(name, contender),
                     _ms(entry["end_to_end_s"]),
-                    _x(ratio),
+                    _x(to_peer if entry["end_to_end_s"] else None),
+                    _x(ratio if entry["end_to_end_s"] else None),
                     *(_ms(stages.get(s)) for s in STAGES),
                     mib_text(contender.get("peak_rss_bytes")),
                 ]
@@ -88,8 +102,44 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
         if contender.get("skipped") or contender.get("errors")
     ]
     if problems:
-        lines += ["", "Problems:", *problems]
+        lines += ["", "Left out on this machine, or failed:", *problems]
     return lines
+
+
+def _peer(results: dict[str, Any]) -> str:
+    return (results.get("best_peer") or {}).get("name") or REFERENCE
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    """The CPU, its features, the matmul rate at each precision and the best peer: what decides the lineup."""
+    m = results["machine"]
+    features = m.get("cpu_features") or {}
+    rates = results.get("rates") or {}
+    lines = ["## Machine", ""]
+    present = [name for name, has in (features.get("features") or {}).items() if has]
+    known = features.get("features") is not None
+    lines.append(
+        f"CPU: {m['cpu']}, {m['cores']} cores; features: "
+        + ((", ".join(present) or "none of those looked for") if known else f"unknown ({features.get('source')})")
+        + f". bf16 unit (AMX or AVX-512 BF16): {_yes(features.get('bf16_unit'))}; int8 dot products (AMX, VNNI): "
+        f"{_yes(features.get('int8_dot_product'))}."
+    )
+    by_precision = rates.get("matmul_rate_by_precision") or {}
+    measured = [f"{p} {rate:,.0f}" for p, rate in by_precision.items() if rate]
+    if measured:
+        lines += ["", "Matmul rate by precision (GFLOP/s; GOP/s for int8): " + "; ".join(measured) + "."]
+    skipped = rates.get("skipped") or {}
+    if skipped:
+        lines += ["", "Probes not run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "."]
+    peer = results.get("best_peer") or {}
+    if peer.get("name"):
+        timed = ", ".join(f"{n} {_ms(s)} ms" for n, s in (peer.get("end_to_end_s") or {}).items() if s)
+        lines += ["", f"Best peer: **{peer['name']}**, {peer.get('rule')} ({timed})."]
+    return lines
+
+
+def _yes(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "unknown"}[value]
 
 
 def _floors(results: dict[str, Any], headline: Job) -> list[str]:
@@ -104,27 +154,35 @@ def _floors(results: dict[str, Any], headline: Job) -> list[str]:
         f"Matmul {rates['matmul_gflops']:.0f} GFLOP/s (ONNX Runtime fp32 {rates['ort_matmul_gflops']:.0f}, numpy "
         f"{rates['numpy_matmul_gflops']:.0f}); memory read {rates['memory_read_gbps']:.1f} GB/s (numpy "
         f"{rates['numpy_memory_read_gbps']:.1f}, ONNX Runtime {rates['ort_memory_read_gbps']:.1f}). "
-        "Each cell: measured / floor.",
+        "Each cell: measured / the floor of the precision the contender computes in.",
         "",
     ]
     names = [n for n in contenders if contenders[n].get("summary", {}).get(headline.key)]
-    header = ["stage", "GFLOP", "compute floor ms", *names]
+    by_precision = {"fp32": floors["compute_s"], **(floors.get("compute_s_by_precision") or {})}
+    precisions = [p for p in ("fp32", "bf16", "int8", "fp16") if p in by_precision]
+    header = ["stage", "GFLOP", *(f"{p} floor ms" for p in precisions), *names]
     rows = []
     for stage in ("vision_encoder", "text_encoder", "first_decode", "per_token_decode"):
-        floor_s = floors["compute_s"][stage]
         cells = []
         for name in names:
             measured = contenders[name]["summary"][headline.key]["stages_s"].get(stage)
-            cells.append(_x(measured / floor_s) if measured else "–")
-        rows.append([stage, f"{floors['flops'][stage] / 1e9:,.2f}", _ms(floor_s), *cells])
+            floor_s = by_precision.get(precision_of(name, contenders[name]), {}).get(stage)
+            cells.append(_x(measured / floor_s) if measured and floor_s else "–")
+        floor_cells = [_ms(by_precision[p][stage]) for p in precisions]
+        rows.append([stage, f"{floors['flops'][stage] / 1e9:,.2f}", *floor_cells, *cells])
     lines += _table(header, rows)
     bandwidth = floors["decode_bandwidth_s"]
     decode_rows = []
     for name in names:
-        variant = "fp32" if name == REFERENCE else name.removeprefix("engine-")
+        _, variant, _, _ = describe(name, contenders[name])
+        halved = precision_of(name, contenders[name]) == "bf16" and variant == "fp32"  # held in bf16
         floor_s = bandwidth.get(variant)
+        floor_s = floor_s / 2 if floor_s and halved else floor_s
         measured = contenders[name]["summary"][headline.key]["stages_s"].get("per_token_decode")
+        if not measured:
+            continue
         weight = results["model"]["weight_bytes"].get(variant, {}).get("decoder_model_merged")
+        weight = weight // 2 if weight and halved else weight
         decode_rows.append(
             [
                 name,
@@ -136,7 +194,8 @@ def _floors(results: dict[str, Any], headline: Job) -> list[str]:
         )
     lines += [
         "",
-        "Per-token decode against the bandwidth floor (decoder weight bytes / read bandwidth):",
+        "Per-token decode against the bandwidth floor (decoder weight bytes / read bandwidth; fp32 weights run in "
+        "bf16 count half):",
         "",
         *_table(["contender", "decoder weights MiB", "floor ms", "measured ms", "ratio"], decode_rows),
     ]
@@ -371,9 +430,12 @@ def markdown(results: dict[str, Any], headline: Job) -> str:
         "",
         f"{model['arch']} architecture, random weights ({model['model_dir']}: {', '.join(model['variants'])}); "
         f"{m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m.get('torch', '–')}, "
-        f"transformers {m.get('transformers', '–')}. Load average {m['load_average_start'][0]:.2f} at start, "
+        f"transformers {m.get('transformers', '–')}, openvino {m.get('openvino', '–')}. "
+        f"Load average {m['load_average_start'][0]:.2f} at start, "
         f"{m.get('load_average_end', [0])[0]:.2f} at end: absolute times drift on a shared machine, ratios hold. "
         f"Run took {results.get('duration_s', 0) / 60:.1f} min.",
+        "",
+        *_machine(results),
         "",
         *_targets(results),
         "",

@@ -66,6 +66,8 @@ class ServerPlan:
     load_timeout_s: float
     request_timeout_s: float
     weight_bytes: int
+    engine: tuple[tuple[str, str], ...] = ()  # further EngineSettings fields: the in-process contender's
+    contender: str | None = None  # the in-process contender of the same configuration
 
 
 @dataclass
@@ -350,10 +352,18 @@ def run(plan: ServerPlan, log_dir: Path, progress: Any = print) -> dict[str, Any
         max_concurrent=max(plan.concurrency),
         max_new_tokens=max(plan.max_tokens, 1),
         request_timeout_s=plan.request_timeout_s,
+        engine=plan.engine,
     )
     cache, cache_note = _decoder_cache(plan)  # read before the server starts: the decoder graph is parsed
     server = ServerProcess(config, log_dir / "server.log", functions_dir)
-    result: dict[str, Any] = {"levels": [], "overhead": {}, "max_tokens": plan.max_tokens, "variant": plan.variant}
+    result: dict[str, Any] = {
+        "levels": [],
+        "overhead": {},
+        "max_tokens": plan.max_tokens,
+        "variant": plan.variant,
+        "engine": dict(plan.engine),
+        "contender": plan.contender,
+    }
     try:
         asyncio.run(drive(server, plan, cache, result, progress))
     except (RuntimeError, aiohttp.ClientError, OSError) as exc:  # the server died or never came up

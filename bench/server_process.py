@@ -31,6 +31,7 @@ class ServerConfig:
     request_timeout_s: float
     min_available_bytes: int = DEFAULT_FLOOR_BYTES  # below this, the watch kills the server
     ray_replicas: int = 0  # > 0: the same server on Ray Serve with that many model replicas (bench/ray_row.py)
+    engine: tuple[tuple[str, str], ...] = ()  # further EngineSettings fields (backend, precision), as set in process
 
 
 def free_port() -> int:
@@ -52,6 +53,7 @@ class ServerProcess:
             "FLORENCE_MAX_QUEUED": str(4 * config.max_concurrent),
             "FLORENCE_MAX_NEW_TOKENS": str(config.max_new_tokens),
             "FLORENCE_LOG_LEVEL": "warning",
+            **{f"FLORENCE_ENGINE_{field.upper()}": value for field, value in config.engine},
         }
         command = [
             sys.executable, "-m", "runtime", "serve",

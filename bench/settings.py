@@ -1,6 +1,7 @@
 """The benchmark's settings, read once from the command line into one frozen dataclass.
 
-``--quick`` is a smoke run for CI (tiny architecture, few tokens, one round); the default run measures the real
+``--quick`` is a smoke run for CI (tiny architecture, few tokens, one round, written to build/bench-quick unless
+``--out`` says otherwise); the default run measures the real
 Florence-2-large architecture with random weights. Every count has a flag so that a run fits the time at hand.
 """
 
@@ -12,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.artefacts import VARIANTS
+from bench.configurations import BF16_MODES
 from bench.workload import Job
+
+RESULTS = Path("bench/results")  # make bench: results kept beside the code
+QUICK_RESULTS = Path("build/bench-quick")  # make bench-quick: a smoke run, never beside the kept results
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class BenchSettings:
     vision_profile: bool  # the vision encoder's kernel time by operator type (bench/vision_profile.py)
     server_variant: str | None  # None: fp32 where the folder has it
     ray: bool  # the Ray row (bench/ray_row.py), when the ray extra is installed
+    bf16: str = "auto"  # bf16 contenders: auto (where the CPU has a bf16 unit), always, never
+    openvino_vision: bool = True  # OpenVINO on the vision encoder graph, f32 and bf16
 
     @property
     def jobs(self) -> tuple[Job, ...]:
@@ -79,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few tokens, one round")
     parser.add_argument("--arch", choices=("large", "tiny"), help="architecture (default large; tiny with --quick)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the results")
+    parser.add_argument(
+        "--out", type=Path, help=f"folder for the results (default {RESULTS}; {QUICK_RESULTS} with --quick)"
+    )
     parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (default checkpoints/<arch>)")
     parser.add_argument("--model-dir", type=Path, help="model folder (default models/<arch>-random)")
     parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
@@ -107,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-profile", action="store_true", help="skip the vision encoder's profile by operator type (fp32, int8)"
     )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray row (Ray Serve against the direct server)")
+    parser.add_argument(
+        "--bf16",
+        choices=BF16_MODES,
+        default="auto",
+        help="bf16 contenders (PyTorch, OpenVINO): auto runs them where the CPU has AMX or AVX-512 BF16 and skips "
+        "them elsewhere, where they would be emulated and take many times as long as fp32",
+    )
+    parser.add_argument(
+        "--no-openvino-vision", action="store_true", help="skip OpenVINO on the vision encoder graph (f32, bf16)"
+    )
     return parser
 
 
@@ -124,7 +143,7 @@ def from_args(argv: list[str] | None = None) -> BenchSettings:
     return BenchSettings(
         arch=arch,
         quick=quick,
-        out=args.out,
+        out=args.out or (QUICK_RESULTS if quick else RESULTS),
         checkpoint=args.checkpoint or Path(f"checkpoints/{arch}"),
         model_dir=args.model_dir or default_model,
         export_dtypes=tuple(args.export_dtype or (("fp32", "fp16", "int8") if on_gpu else ("fp32", "int8"))),
@@ -148,4 +167,6 @@ def from_args(argv: list[str] | None = None) -> BenchSettings:
         vision_profile=not args.no_profile,
         server_variant=args.server_variant,
         ray=not args.no_ray,
+        bf16=args.bf16,
+        openvino_vision=not args.no_openvino_vision,
     )

@@ -31,6 +31,8 @@ class ContenderOutcome:
             "kind": self.spec.kind,
             "variant": self.spec.variant,
             "provider": self.spec.provider,
+            "backend": self.spec.backend,
+            "precision": self.spec.precision,
             "path": str(self.spec.path),
             "ready": self.ready,
             "runs": {key: [m.to_dict() if m else None for m in runs] for key, runs in self.runs.items()},
@@ -74,7 +76,7 @@ def run_rounds(
                 for outcome in order:
                     outcome.runs[job.key].append(_run_one(processes, outcome, job, job_timeout_s))
                     measured = outcome.runs[job.key][-1]
-                    took = f"{measured.end_to_end:.2f} s" if measured else "failed"
+                    took = f"{measured.end_to_end or measured.stages['vision_encoder']:.2f} s" if measured else "failed"
                     progress(f"round {round_index + 1}/{rounds} {job.key} {outcome.spec.name}: {took}")
     finally:
         for outcome in outcomes:

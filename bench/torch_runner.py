@@ -49,7 +49,7 @@ class _Clock:
 
 
 class TorchRunner:
-    def __init__(self, checkpoint: Path, threads: int = 0, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: Path, threads: int = 0, device: str = "cpu", precision: str = "fp32") -> None:
         import torch
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
@@ -57,8 +57,11 @@ class TorchRunner:
             torch.set_num_threads(threads)
         self._torch = torch
         self.device = torch.device(device)
-        self.device_name = f"torch {self.device.type}"
-        self.model = Florence2ForConditionalGeneration.from_pretrained(checkpoint).eval().to(self.device)
+        # bf16 as a user would load it: every weight and activation in bf16 (``dtype=torch.bfloat16``).
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        self.device_name = f"torch {self.device.type} {precision}"
+        model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, dtype=self.dtype)
+        self.model = model.eval().to(self.device)
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         self.image = workload.image()
         self.clock = _Clock(torch.cuda.synchronize if self.device.type == "cuda" else None)
@@ -81,7 +84,7 @@ class TorchRunner:
         with self._torch.inference_mode():
             ids = self.model.generate(
                 input_ids=inputs["input_ids"],
-                pixel_values=inputs["pixel_values"],
+                pixel_values=inputs["pixel_values"].to(self.dtype),
                 attention_mask=inputs.get("attention_mask"),
                 max_new_tokens=job.max_new_tokens,
                 min_new_tokens=job.max_new_tokens,

@@ -1,7 +1,8 @@
 """One contender in its own process, driven over stdin/stdout, one JSON object per line.
 
-    python -m bench.worker torch CHECKPOINT_DIR
-    python -m bench.worker engine MODEL_DIR --variant int8 [--provider cpu|cuda|auto]
+    python -m bench.worker torch CHECKPOINT_DIR [--precision fp32|bf16]
+    python -m bench.worker engine MODEL_DIR --variant int8 [--provider cpu|cuda|auto] [--backend B --precision P]
+    python -m bench.worker openvino MODEL_DIR [--precision f32|bf16]      # the vision encoder graph alone
 
 The worker loads its model, warms it up and says ``{"event": "ready", ...}``; then each line it reads is a job
 (``{"max_new_tokens": 20, "num_beams": 1}``) answered with ``{"event": "result", ...}``, until ``{"quit": true}``,
@@ -64,10 +65,23 @@ def make_runner(args: argparse.Namespace) -> Runner:
     if args.kind == "torch":
         from bench.torch_runner import TorchRunner
 
-        return TorchRunner(args.path, threads=args.threads, device=torch_device(args.provider))
+        return TorchRunner(
+            args.path, threads=args.threads, device=torch_device(args.provider), precision=args.precision or "fp32"
+        )
+    if args.kind == "openvino":
+        from bench.openvino_vision import OpenVinoVisionRunner
+
+        return OpenVinoVisionRunner(args.path, precision=args.precision or "f32", threads=args.threads)
     from bench.engine_runner import EngineRunner
 
-    return EngineRunner(args.path, variant=args.variant, provider=args.provider, threads=args.threads)
+    return EngineRunner(
+        args.path,
+        variant=args.variant,
+        provider=args.provider,
+        threads=args.threads,
+        backend=args.backend,
+        precision=args.precision,
+    )
 
 
 def serve(runner: Runner, lines: IO[str], out: IO[str], ready: dict[str, Any]) -> None:
@@ -92,11 +106,13 @@ def serve(runner: Runner, lines: IO[str], out: IO[str], ready: dict[str, Any]) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("kind", choices=("torch", "engine"))
+    parser.add_argument("kind", choices=("torch", "engine", "openvino"))
     parser.add_argument("path", type=Path, help="checkpoint folder (torch) or model folder (engine)")
     parser.add_argument("--variant", default="fp32")
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: the library's default")
+    parser.add_argument("--backend", help="engine: EngineSettings.backend")
+    parser.add_argument("--precision", help="torch: fp32 | bf16; engine, openvino: f32 | bf16")
     args = parser.parse_args(argv)
     out = _protocol_stream()
     started = time.perf_counter()

@@ -99,17 +99,25 @@ def test_ratios_are_taken_within_rounds() -> None:
 def test_targets_say_met_and_not_met() -> None:
     job = Job(20, 1)
     contenders = {
-        "engine-fp32": {job.key: {"ratio_to_reference": {"end_to_end": 0.4}, "stages_s": {"vision_encoder": 2.0}}},
-        "engine-int8": {job.key: {"ratio_to_reference": {"end_to_end": 0.3}, "stages_s": {}}},
+        "engine-fp32": {
+            "kind": "engine",
+            "variant": "fp32",
+            "summary": {job.key: {"ratio_to_reference": {"end_to_end": 0.4}, "stages_s": {"vision_encoder": 2.0}}},
+        },
+        "engine-int8": {
+            "kind": "engine",
+            "variant": "int8",
+            "summary": {job.key: {"ratio_to_reference": {"end_to_end": 0.6}, "stages_s": {}}},
+        },
     }
     floor = summary.Floors(flops={}, compute_s={"vision_encoder": 1.0}, decode_bandwidth_s={"fp32": 0.01})
     found = {t.name.split(":")[-1].strip(): t for t in summary.targets(contenders, {job.key: floor}, job, None)}
-    assert found["engine fp32 / PyTorch eager"].met is True
-    best = found["best variant / PyTorch eager"]
-    assert (best.measured, best.met, best.note) == (0.3, False, "engine-int8")
-    assert found["vision encoder (engine fp32) / its FLOP floor"].measured == 2.0
-    assert found["vision encoder (engine fp32) / its FLOP floor"].met is False
-    assert found["per-token decode (engine fp32) / its bandwidth floor"].met is None  # not measured
+    assert found["engine fp32 on ONNX Runtime / PyTorch fp32"].met is True
+    best = found["best engine configuration / best PyTorch (pytorch-eager)"]
+    assert (best.measured, best.met, best.note) == (0.4, True, "engine-fp32 / pytorch-eager")
+    vision = found["vision encoder, best configuration / its floor at that precision"]
+    assert (vision.measured, vision.met, vision.note) == (2.0, False, "engine-fp32, fp32 floor")
+    assert found["per-token decode, best configuration / bandwidth floor of the weights it reads"].met is None
 
 
 def test_weight_bytes_count_subgraphs_once(tmp_path: Path) -> None:

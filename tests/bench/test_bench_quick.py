@@ -41,18 +41,37 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
     assert sections <= set(results)
     assert results["rates"]["ort_matmul_gflops"] > 0 and results["rates"]["memory_read_gbps"] > 0
 
+    cpu = results["machine"]["cpu_features"]
+    assert cpu["model"] and results["machine"]["cpu"] == cpu["model"]
+    by_precision = results["rates"]["matmul_rate_by_precision"]
+    assert by_precision["fp32"] > 0 and by_precision["int8"] > 0  # ONNX Runtime MatMulInteger runs everywhere
+    assert (by_precision["bf16"] is not None) == bool(cpu["bf16_unit"])
+
     contenders = results["contenders"]
-    assert {"pytorch-eager", "engine-fp32", "engine-int8"} <= set(contenders)
+    engines = {name for name, c in contenders.items() if c["kind"] == "engine" and not c["skipped"]}
+    assert {"pytorch-eager", "openvino-vision-f32"} <= set(contenders) and len(engines) >= 2
+    assert {contenders[name]["variant"] for name in engines} >= {"fp32", "int8"}
+    bf16 = {name for name in contenders if name.endswith("bf16") or "-bf16-" in name}
+    assert {"pytorch-eager-bf16", "openvino-vision-bf16"} <= bf16
+    assert results["best_peer"]["name"] in {"pytorch-eager", "pytorch-eager-bf16"}
     jobs = {"tokens8_beams1", "tokens16_beams1", "tokens8_beams3", "tokens16_beams3"}
     for name, contender in contenders.items():
+        if name in bf16 and not cpu["bf16_unit"]:  # emulated here: left out, and the run says why
+            assert "no bf16 unit" in contender["skipped"], contender
+            continue
         assert contender["skipped"] is None and not contender["errors"], (name, contender)
         assert set(contender["summary"]) == jobs
         assert contender["peak_rss_bytes"] > 0
         for key, entry in contender["summary"].items():
+            if contender["kind"] == "openvino":  # the vision encoder graph alone
+                assert entry["end_to_end_s"] is None and entry["stages_s"]["vision_encoder"] > 0
+                continue
             assert entry["new_tokens"] == int(key.removeprefix("tokens").split("_")[0])  # EOS was ignored
             assert set(entry["stages_s"]) >= {"vision_encoder", "text_encoder", "first_decode", "per_token_decode"}
             if name != "pytorch-eager":
                 assert entry["ratio_to_reference"]["end_to_end"] > 0
+            if name != results["best_peer"]["name"]:
+                assert entry["ratio_to_best_peer"]["end_to_end"] > 0
 
     floors = results["floors"]["tokens8_beams1"]
     assert set(floors["compute_s"]) == {"vision_encoder", "text_encoder", "first_decode", "per_token_decode"}
@@ -93,15 +112,19 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
         assert "ray extra" in ray["skipped"]
 
     names = [target["name"] for target in results["targets"]]
-    assert len(names) == 7
+    assert len(names) == 8
+    served = next(target for target in results["targets"] if target["name"].startswith("served over HTTP"))
+    assert served["measured"] > 0 and served["note"].startswith(server["contender"]), served
     vision = next(target for target in results["targets"] if target["name"].startswith("vision encoder"))
-    assert vision["note"].startswith("profiled run: FLOP-class kernels")
+    assert vision["note"].split(", ")[0] in contenders  # the fastest vision configuration
+    assert "the engine's fp32 profiled run: FLOP-class kernels" in vision["note"]
     assert all(target["met"] in (True, False, None) for target in results["targets"])
 
 
 def test_markdown_and_plot_are_written(quick_run: Path) -> None:
     markdown = _one(quick_run, "md").read_text()
-    headings = ("## Targets", "## Side by side", "## Floors", "## Vision encoder by operator", "## HTTP server")
+    headings = ("## Machine", "## Targets", "## Side by side", "## Floors", "## Vision encoder by operator")
+    headings += ("## HTTP server", "Best peer: **pytorch-eager")
     headings += ("## Ray Serve",)
     for heading in headings:
         assert heading in markdown

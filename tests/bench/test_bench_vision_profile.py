@@ -111,7 +111,13 @@ def test_figures_in_units_of_the_floor_and_the_target_note() -> None:
         "wall_x": pytest.approx(4 / 3),
     }
     job = Job(20, 1)
-    contenders = {"engine-fp32": {job.key: {"ratio_to_reference": {}, "stages_s": {"vision_encoder": 4.0}}}}
+    contenders = {
+        "engine-fp32": {
+            "kind": "engine",
+            "variant": "fp32",
+            "summary": {job.key: {"ratio_to_reference": {}, "stages_s": {"vision_encoder": 4.0}}},
+        }
+    }
     floors = {job.key: summary.Floors(flops={}, compute_s={"vision_encoder": 3.0}, decode_bandwidth_s={})}
 
     def vision_note(vision_profile: dict[str, Any] | None) -> str:
@@ -127,7 +133,7 @@ def test_figures_in_units_of_the_floor_and_the_target_note() -> None:
     assert at_bandwidth["best_x"] == pytest.approx((3_300.0 + 200.0) / 3_000.0)
     note = vision_note({**moving, "floor": at_bandwidth})
     assert note.endswith(", 1.17x with them at their own bandwidth floor (8.0 GB moved: 200 ms)")
-    assert vision_note(None) == ""
+    assert vision_note(None) == "engine-fp32, fp32 floor"  # the configuration and its floor, nothing profiled
     assert "failed" in vision_note({"variant": "fp32", "error": "it broke"})
 
 
