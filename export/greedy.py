@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from export.layout import FINAL_GRAPHS, file_name, past_names
+from runtime.model_folder import GRAPHS, file_name, past_names
 
 
 class GraphSession(Protocol):
@@ -50,7 +50,7 @@ def open_sessions(model_dir: Path, dtype: str = "fp32") -> dict[str, ort.Inferen
         graph: ort.InferenceSession(
             str(model_dir / "onnx" / file_name(graph, dtype)), options, providers=["CPUExecutionProvider"]
         )
-        for graph in FINAL_GRAPHS
+        for graph in GRAPHS
     }
 
 

@@ -24,7 +24,7 @@ import torch
 from export import graphs
 from export.errors import ParityFailed
 from export.greedy import GenerationRules, GraphSession, decoder_shape, encode, generate, open_sessions, run
-from export.layout import file_name, past_names
+from runtime.model_folder import file_name, past_names
 
 if TYPE_CHECKING:
     from transformers import Florence2ForConditionalGeneration, Florence2Processor

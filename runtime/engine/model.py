@@ -1,4 +1,4 @@
-"""``load(path)``: the Florence-2 engine over ONNX Runtime or OpenVINO, behind the Engine protocol of runtime.engine.api.
+"""``load(path)``: the Florence-2 engine (ONNX Runtime or OpenVINO) behind the Engine protocol of runtime.engine.api.
 
 Requests are validated on the caller's loop (cheap), then queued to the micro-batching scheduler, whose worker
 thread runs preprocessing, the graphs and the search. Results come back to whichever loop awaits them.

@@ -96,7 +96,7 @@ class OpenVinoGraph:
     @property
     def precision(self) -> str:
         """The precision the graph was compiled to run in (``f32`` or ``bf16``)."""
-        return str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 class OpenVinoBackend:

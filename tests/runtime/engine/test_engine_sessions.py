@@ -18,8 +18,10 @@ from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.decoder import OrtDecoder
 from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, GRAPHS, GraphRunner, choose_providers, open_sessions
+from runtime.engine.onnxruntime_backend import choose_providers
+from runtime.engine.sessions import GraphRunner, open_sessions
 from runtime.errors import ModelLoadFailed
+from runtime.model_folder import DECODER, GRAPHS
 
 
 def test_provider_choice() -> None:
