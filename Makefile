@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[export,test,bench,ray]"
+	$(PY) -m pip install -q -e ".[export,test,bench,ray,openvino]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from runtime.model_folder import GRAPHS, file_name, past_names
+from runtime.model_folder import DECODER, GRAPHS, file_name, past_names
 
 
 class GraphSession(Protocol):
@@ -91,7 +91,7 @@ def generate(
     max_new_tokens: int,
 ) -> GreedyResult:
     """Greedy decoding with KV cache, stopping when every row has emitted EOS."""
-    decoder = sessions["decoder_model_merged"]
+    decoder = sessions[DECODER]
     embed = sessions["embed_tokens"]
     layers, heads, head_dim = decoder_shape(decoder)
     batch = encoder_states.shape[0]

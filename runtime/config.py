@@ -528,7 +528,11 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
             ENGINE_PREFIX + f.name.upper(),
             "engine",
             f.name,
-            "auto" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default),
+            "auto"
+            if f.default is None
+            else str(f.default).lower()
+            if isinstance(f.default, bool)
+            else str(f.default) or "(none)",
             ENGINE_MEANINGS.get(f.name, "engine: see `EngineSettings` in runtime/engine/settings.py"),
         )
         for f in engine_fields()

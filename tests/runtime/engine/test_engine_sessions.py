@@ -44,7 +44,7 @@ def test_settings_are_checked() -> None:
 
 def test_thread_and_optimization_settings_reach_the_sessions(tiny_model_dir: Path, caplog: Any) -> None:
     settings = EngineSettings(intra_op_threads=1, inter_op_threads=1, graph_optimization="basic")
-    with caplog.at_level(logging.INFO, logger="runtime.engine.sessions"):
+    with caplog.at_level(logging.INFO, logger="runtime.engine.onnxruntime_backend"):
         sessions = open_sessions(tiny_model_dir, settings)
     options = sessions.graph(DECODER).session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
