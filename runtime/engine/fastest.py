@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 CPUINFO = Path("/proc/cpuinfo")
 FEATURE_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-# Measured on this project's AMD EPYC (2 cores, AVX2): seconds for the large random model's vision encoder and
-# milliseconds per cached decoder step (batch 1), per backend and variant. OpenVINO f32 and int8 are slower
-# than ONNX Runtime's on this CPU (README's backend section has the full table).
-AVX2_MEASURED: Mapping[str, tuple[float, float]] = {}
 
 
 @dataclass(frozen=True)

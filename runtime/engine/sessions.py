@@ -10,7 +10,7 @@ and variant for the machine and folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -150,7 +150,7 @@ def graph_files(onnx_dir: Path, graph: str, settings: EngineSettings, *, decoder
 def open_graphs(
     onnx_dir: Path,
     settings: EngineSettings,
-    open_file: Any,
+    open_file: Callable[[str, Path, str], Any],
     *,
     decoder_parts: bool = False,
 ) -> dict[str, Any]:

@@ -115,11 +115,6 @@ class EngineSettings:
         if problems:
             raise ValueError("invalid engine settings: " + "; ".join(problems))
 
-    @property
-    def resolved(self) -> bool:
-        """Whether backend and variant are decided (not ``auto`` / ``fastest``)."""
-        return self.backend != "auto" and self.variant != FASTEST
-
     @cached_property
     def variant_choice(self) -> VariantChoice:
         if self.variant == FASTEST:
