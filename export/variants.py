@@ -1,8 +1,10 @@
 """fp32, fp16, int8, q8 (int8 named `_quantized`) and q4 files of the graphs, with transformers.js suffixes.
 
 Variants are made from the fp32 graphs before the decoder merge (the converters handle plain graphs better than
-``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. ``write_decoder_variant`` adds a
-decoder-only variant (q4) to an existing folder from its merged fp32 decoder (MatMulNBits handles subgraphs).
+``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. Each merged decoder is also written
+as its two parts for OpenVINO (export/openvino_decoder.py), which read the merged file's weights.
+``write_decoder_variant`` adds a decoder-only variant (q4) to an existing folder from its merged fp32 decoder
+(MatMulNBits handles subgraphs).
 
 Measured on the Florence-2-large architecture (2-core AVX-512 VNNI CPU, one process, alternating runs, ratio to
 fp32): dynamic int8 (quantized after ONNX Runtime's basic optimizations) runs the vision encoder at 768x768 in about

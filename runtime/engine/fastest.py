@@ -12,7 +12,7 @@ What the rules rest on (large Florence-2 architecture, random weights, 768x768, 
   (2.3 TFLOP/s against 0.33 fp32) make OpenVINO bf16 the fastest there.
 - 2-core AMD EPYC with AVX2 only (no AVX-512, no bf16 unit; runs alternated in one process, ratios to ONNX
   Runtime fp32): vision encoder OpenVINO f32 1.12x, ONNX Runtime int8 0.54x, OpenVINO int8 1.12x; a decoder step
-  OpenVINO f32 1.06x, ONNX Runtime int8 0.30x, OpenVINO int8 0.77x. OpenVINO cannot use bf16 there (it runs f32);
+  OpenVINO f32 1.14x, ONNX Runtime int8 0.29x, OpenVINO int8 1.02x. OpenVINO cannot use bf16 there (it runs f32);
   int8 on ONNX Runtime is the fastest, and OpenVINO's int8 beats its f32 only on the decoder.
 - AVX-512 BF16 without AMX (Zen 4, Cooper Lake): bf16 dot products double fp32's rate, VNNI's int8 ones quadruple
   it; dynamic int8 measured 0.44-0.47x of fp32's time on an AVX-512 VNNI CPU (export/variants.py), which bf16 at
