@@ -28,7 +28,7 @@ $(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[export,test,bench,ray]"
+	$(PY) -m pip install -q -e ".[export,test,bench,ray,openvino]"
 	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP)

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from export import layout  # the model folder's file names (torch-free)
+from runtime import model_folder as layout  # the model folder's file names
 
-ONNX_GRAPHS: tuple[str, ...] = layout.FINAL_GRAPHS
-VARIANTS: tuple[str, ...] = layout.DTYPES
+ONNX_GRAPHS: tuple[str, ...] = layout.GRAPHS
+VARIANTS: tuple[str, ...] = layout.EXPORT_DTYPES
 
 
 class BuildFailed(RuntimeError):

@@ -19,8 +19,8 @@ from typing import Any, Literal, get_args
 
 from bench.artefacts import graph_path, read_json
 from bench.flops import ModelShape, TextShape
-from export import layout  # the model folder's file names (torch-free)
-from runtime.engine.decoder import CROSS_CACHE_KEY, PER_REQUEST
+from runtime import model_folder as layout  # the model folder's file names
+from runtime.model_folder import CROSS_CACHE_KEY, PER_REQUEST
 
 CrossRows = Literal["request", "row"]
 CROSS_ROWS: tuple[str, ...] = get_args(CrossRows)
@@ -104,7 +104,7 @@ class DecoderCache:
         preprocessor = read_json(model_dir / "preprocessor_config.json")
         generation = model_dir / "generation_config.json"
         beams = int((read_json(generation) if generation.is_file() else {}).get("num_beams") or 1)
-        itemsize, cross_rows = decoder_layout(graph_path(model_dir, layout.DECODER_MERGED, variant))
+        itemsize, cross_rows = decoder_layout(graph_path(model_dir, layout.DECODER, variant))
         return cls(
             text=ModelShape.from_configs(config, preprocessor).text,
             beams=beams,

@@ -188,9 +188,10 @@ def profile_vision_encoder(model_dir: Path, variant: str, provider: str = "cpu",
     docstring). Returns the breakdown and the run's wall times in ms."""
     import numpy as np
 
-    from runtime.engine.sessions import VISION_ENCODER, choose_providers, open_graph, release_free_heap, session_options
+    from runtime.engine.onnxruntime_backend import choose_providers, open_graph, release_free_heap, session_options
     from runtime.engine.settings import EngineSettings
     from runtime.florence2.configs import ImageConfig, read_json
+    from runtime.model_folder import VISION_ENCODER
 
     settings = EngineSettings(provider=provider, variant=variant, intra_op_threads=threads)  # type: ignore[arg-type]
     image = ImageConfig.from_dict(read_json(model_dir / "preprocessor_config.json"))

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError
-from export.layout import DTYPES, FINAL_GRAPHS, SHARED_GRAPHS, file_name, requires
 from export.transformers_js import write_transformers_js_keys
+from runtime.model_folder import EXPORT_DTYPES, GRAPHS, SHARED_GRAPHS, file_name, requires
 
 log = logging.getLogger("export")
 
@@ -33,8 +33,8 @@ def add_variant(model_dir: Path, checkpoint: Path, dtype: str, *, validate: bool
     started = time.perf_counter()
     variants.write_decoder_variant(dtype, model_dir / "onnx")
     record.setdefault("timings_seconds", {})[f"variant_{dtype}"] = round(time.perf_counter() - started, 2)
-    record["dtypes"] = [d for d in DTYPES if d in {*record["dtypes"], dtype}]
-    record["graphs"][dtype] = {g: f"onnx/{file_name(g, dtype)}" for g in FINAL_GRAPHS}
+    record["dtypes"] = [d for d in EXPORT_DTYPES if d in {*record["dtypes"], dtype}]
+    record["graphs"][dtype] = {g: f"onnx/{file_name(g, dtype)}" for g in GRAPHS}
     if validate and record.get("parity"):
         record["parity"][dtype] = _validate(model_dir, checkpoint, dtype)[dtype]
     write_transformers_js_keys(model_dir)

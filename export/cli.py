@@ -10,7 +10,7 @@ from pathlib import Path
 
 from export.errors import ExportError
 from export.known_warnings import silence_known_warnings
-from export.layout import DTYPES
+from runtime.model_folder import EXPORT_DTYPES
 
 EXIT_CODES = """exit status:
   0  exported (and validated unless --no-validate)
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype",
         action="append",
-        choices=DTYPES,
+        choices=EXPORT_DTYPES,
         help="graph variants to write; repeatable (default fp32; fp32 is always written)",
     )
     parser.add_argument("--no-validate", action="store_true", help="skip parity checks against PyTorch")

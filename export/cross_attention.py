@@ -23,11 +23,6 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.models.bart.modeling_bart import eager_attention_forward
 
-# The ONNX metadata key (and its value) by which a merged decoder says that it keeps this layout; a graph without
-# it keeps transformers' one cache per row. runtime/engine/decoder.py reads it.
-METADATA_KEY = "florence2.cross_attention_cache"
-PER_REQUEST = "per_request"
-
 _IMPLEMENTATION = "florence2_shared_cross_attention"
 _CROSS_MODULES: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError, GraphExportFailed, MissingExportExtra, ValidationFailed
-from export.layout import DECODER, DECODER_WITH_PAST, DTYPES, FINAL_GRAPHS, file_name, requires
 from export.source import CheckpointFormat, detect_format, read_config, resolve
 from export.transformers_js import write_transformers_js_keys
+from runtime.model_folder import DECODER_NO_PAST, DECODER_WITH_PAST, EXPORT_DTYPES, GRAPHS, file_name, requires
 
 log = logging.getLogger("export")
 
@@ -90,13 +90,13 @@ def export_model(
 
 
 def _normalise_dtypes(dtypes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    unknown = [d for d in dtypes if d not in DTYPES]
+    unknown = [d for d in dtypes if d not in EXPORT_DTYPES]
     if unknown:
-        raise ExportError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+        raise ExportError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(EXPORT_DTYPES)}")
     # fp32 graphs are the base of every variant and of validation, so they are always written; a variant that
-    # reads another's files (q4 reads int8's) brings it along. DTYPES order writes those first.
+    # reads another's files (q4 reads int8's) brings it along. EXPORT_DTYPES order writes those first.
     wanted = {"fp32", *dtypes, *(r for d in dtypes for r in requires(d))}
-    return tuple(d for d in DTYPES if d in wanted)
+    return tuple(d for d in EXPORT_DTYPES if d in wanted)
 
 
 def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], validate: bool, opset: int) -> dict:
@@ -123,7 +123,7 @@ def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], vali
         for spec in graphs.graph_specs(model):
             log.info("tracing %s", spec.name)
             t0 = time.perf_counter()
-            target = (work if spec.name in (DECODER, DECODER_WITH_PAST) else onnx_dir) / spec.name
+            target = (work if spec.name in (DECODER_NO_PAST, DECODER_WITH_PAST) else onnx_dir) / spec.name
             trace.trace_graph(spec, target.with_suffix(".onnx"), opset)
             timings[spec.name] = round(time.perf_counter() - t0, 2)
         for dtype in dtypes:
@@ -139,7 +139,7 @@ def _export_native(checkpoint: Path, out: Path, *, dtypes: tuple[str, ...], vali
         "opset": opset,
         "parameters": n_params,
         "random_weights": bool(getattr(model.config, "random_weights", False)),
-        "graphs": {d: {g: f"onnx/{file_name(g, d)}" for g in FINAL_GRAPHS} for d in dtypes},
+        "graphs": {d: {g: f"onnx/{file_name(g, d)}" for g in GRAPHS} for d in dtypes},
         "timings_seconds": timings,
         "validated": validate,
         "parity": None,

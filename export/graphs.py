@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from transformers import Florence2ForConditionalGeneration
 
 from export.cross_attention import shared_cross_attention
-from export.layout import (
-    DECODER,
+from runtime.model_folder import (
+    DECODER_NO_PAST,
     DECODER_WITH_PAST,
     EMBED_TOKENS,
     ENCODER,
@@ -209,7 +209,7 @@ def graph_specs(model: Florence2ForConditionalGeneration, image_size: int = 768)
             },
         ),
         GraphSpec(
-            DECODER,
+            DECODER_NO_PAST,
             Decoder(model, with_past=False),
             (dec_embeds, mask, enc_states),
             dec_in,

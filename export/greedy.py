@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from export.layout import FINAL_GRAPHS, file_name, past_names
+from runtime.model_folder import DECODER, GRAPHS, file_name, past_names
 
 
 class GraphSession(Protocol):
@@ -50,7 +50,7 @@ def open_sessions(model_dir: Path, dtype: str = "fp32") -> dict[str, ort.Inferen
         graph: ort.InferenceSession(
             str(model_dir / "onnx" / file_name(graph, dtype)), options, providers=["CPUExecutionProvider"]
         )
-        for graph in FINAL_GRAPHS
+        for graph in GRAPHS
     }
 
 
@@ -91,7 +91,7 @@ def generate(
     max_new_tokens: int,
 ) -> GreedyResult:
     """Greedy decoding with KV cache, stopping when every row has emitted EOS."""
-    decoder = sessions["decoder_model_merged"]
+    decoder = sessions[DECODER]
     embed = sessions["embed_tokens"]
     layers, heads, head_dim = decoder_shape(decoder)
     batch = encoder_states.shape[0]

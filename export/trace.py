@@ -8,10 +8,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.cross_attention import METADATA_KEY, PER_REQUEST
 from export.errors import GraphExportFailed
 from export.graphs import GraphSpec
 from export.simplify import drop_single_input_concats
+from runtime.model_folder import CROSS_CACHE_KEY, PER_REQUEST
 
 # Initializers at least this large go to the weights file; smaller ones (shapes, scalars) stay in the graph.
 _WEIGHTS_THRESHOLD_BYTES = 1024
@@ -105,5 +105,5 @@ def merge_decoders(decoder: Path, decoder_with_past: Path, out: Path) -> Path:
     except Exception as exc:
         raise GraphExportFailed(f"could not merge {decoder.name} and {decoder_with_past.name}: {exc}") from exc
     merged = onnx.load(str(out))
-    onnx.helper.set_model_props(merged, {METADATA_KEY: PER_REQUEST})
+    onnx.helper.set_model_props(merged, {CROSS_CACHE_KEY: PER_REQUEST})
     return save_model(merged, out)

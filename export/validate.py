@@ -24,7 +24,7 @@ import torch
 from export import graphs
 from export.errors import ParityFailed
 from export.greedy import GenerationRules, GraphSession, decoder_shape, encode, generate, open_sessions, run
-from export.layout import file_name, past_names
+from runtime.model_folder import DECODER, file_name, past_names
 
 if TYPE_CHECKING:
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
@@ -50,12 +50,12 @@ FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 # End-to-end the tiny model amplifies these differences (first-step logits cosine ~0.9), which is why the bound
 # is per graph.
 VARIANT_MIN_COSINE: dict[str, dict[str, float]] = {
-    "fp16": {"vision_encoder": 0.99, "embed_tokens": 0.999, "encoder_model": 0.99, "decoder_model_merged": 0.99},
-    "int8": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, "decoder_model_merged": 0.98},
-    "q8": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, "decoder_model_merged": 0.98},  # int8
+    "fp16": {"vision_encoder": 0.99, "embed_tokens": 0.999, "encoder_model": 0.99, DECODER: 0.99},
+    "int8": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, DECODER: 0.98},
+    "q8": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, DECODER: 0.98},  # int8
     # q4 reads the int8 files but its decoder (4-bit weights in blocks of 32): on Florence-2-large random weights
     # (Gaussian, the worst case for 4-bit rounding) decoder logits cosine 0.961-0.977 (int8: 0.999); tiny model 0.92.
-    "q4": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, "decoder_model_merged": 0.85},
+    "q4": {"vision_encoder": 0.5, "embed_tokens": 0.99, "encoder_model": 0.9, DECODER: 0.85},
 }
 
 VALIDATION_TASKS: tuple[tuple[str, str], ...] = (
@@ -219,7 +219,7 @@ def graph_parity(
         want = graphs.Encoder(model)(embeds, mask)
         report["encoder_model"] = _compare("encoder_model", "last_hidden_state", got["last_hidden_state"], want, tol)
 
-        report["decoder_model_merged"] = _worst(_decoder_parity(model, sessions["decoder_model_merged"], gen, tol))
+        report[DECODER] = _worst(_decoder_parity(model, sessions[DECODER], gen, tol))
     return report
 
 
@@ -403,7 +403,7 @@ def _graph_feeds(
         "attention_mask": np.concatenate([np.ones(features.shape[:2], np.int64), mask], 1),
     }
     states = run(fp32["encoder_model"], enc_in)["last_hidden_state"]
-    layers, heads, head_dim = decoder_shape(fp32["decoder_model_merged"])
+    layers, heads, head_dim = decoder_shape(fp32[DECODER])
     start = np.full((ids.shape[0], 1), rules.decoder_start_token_id, np.int64)
     empty = np.zeros((ids.shape[0], heads, 0, head_dim), np.float32)
     first = {
@@ -413,7 +413,7 @@ def _graph_feeds(
         "use_cache_branch": np.array([False]),
         **{name: empty for name in past_names(layers)},
     }
-    presents = run(fp32["decoder_model_merged"], first)
+    presents = run(fp32[DECODER], first)
     second = {
         **first,
         "inputs_embeds": run(fp32["embed_tokens"], {"input_ids": np.full_like(start, rules.eos_token_id)})[
@@ -426,8 +426,8 @@ def _graph_feeds(
         ("vision_encoder", {"pixel_values": pixels}),
         ("embed_tokens", {"input_ids": ids}),
         ("encoder_model", enc_in),
-        ("decoder_model_merged", first),
-        ("decoder_model_merged", second),
+        (DECODER, first),
+        (DECODER, second),
     ]
 
 

@@ -1,8 +1,10 @@
 """fp32, fp16, int8, q8 (int8 named `_quantized`) and q4 files of the graphs, with transformers.js suffixes.
 
 Variants are made from the fp32 graphs before the decoder merge (the converters handle plain graphs better than
-``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. ``write_decoder_variant`` adds a
-decoder-only variant (q4) to an existing folder from its merged fp32 decoder (MatMulNBits handles subgraphs).
+``If`` subgraphs); each variant's decoders are then merged like the fp32 ones. Each merged decoder is also written
+as its two parts for OpenVINO (export/openvino_decoder.py), which read the merged file's weights.
+``write_decoder_variant`` adds a decoder-only variant (q4) to an existing folder from its merged fp32 decoder
+(MatMulNBits handles subgraphs).
 
 Measured on the Florence-2-large architecture (2-core AVX-512 VNNI CPU, one process, alternating runs, ratio to
 fp32): dynamic int8 (quantized after ONNX Runtime's basic optimizations) runs the vision encoder at 768x768 in about
@@ -21,9 +23,11 @@ from pathlib import Path
 import onnx
 
 from export.errors import GraphExportFailed
-from export.layout import (
+from export.openvino_decoder import write_decoder_parts
+from export.trace import merge_decoders, save_model, store_weights_apart
+from runtime.model_folder import (
     DECODER,
-    DECODER_MERGED,
+    DECODER_NO_PAST,
     DECODER_WITH_PAST,
     EMBED_TOKENS,
     ENCODER,
@@ -31,7 +35,6 @@ from export.layout import (
     file_name,
     graph_dtype,
 )
-from export.trace import merge_decoders, save_model, store_weights_apart
 
 _PLAIN_GRAPHS = (VISION_ENCODER, EMBED_TOKENS, ENCODER)
 
@@ -62,14 +65,14 @@ def write_variant(dtype: str, onnx_dir: Path, work: Path) -> list[Path]:
     written = []
     if dtype != "fp32":
         written += _plain_graphs(dtype, onnx_dir)
-        for graph in (DECODER, DECODER_WITH_PAST):
+        for graph in (DECODER_NO_PAST, DECODER_WITH_PAST):
             _convert(dtype, work / file_name(graph, "fp32"), work / file_name(graph, dtype))
     merged = merge_decoders(
-        work / file_name(DECODER, dtype),
+        work / file_name(DECODER_NO_PAST, dtype),
         work / file_name(DECODER_WITH_PAST, dtype),
-        onnx_dir / file_name(DECODER_MERGED, dtype),
+        onnx_dir / file_name(DECODER, dtype),
     )
-    return [*written, merged]
+    return [*written, merged, *write_decoder_parts(onnx_dir, dtype)]
 
 
 def write_decoder_variant(dtype: str, onnx_dir: Path) -> Path:
@@ -77,7 +80,9 @@ def write_decoder_variant(dtype: str, onnx_dir: Path) -> Path:
     if any(graph_dtype(g, dtype) == dtype for g in _PLAIN_GRAPHS):
         raise ValueError(f"{dtype} converts more than the decoder; export the model again with --dtype {dtype}")
     _plain_graphs(dtype, onnx_dir)
-    return _convert(dtype, onnx_dir / file_name(DECODER_MERGED, "fp32"), onnx_dir / file_name(DECODER_MERGED, dtype))
+    merged = _convert(dtype, onnx_dir / file_name(DECODER, "fp32"), onnx_dir / file_name(DECODER, dtype))
+    write_decoder_parts(onnx_dir, dtype)
+    return merged
 
 
 def _plain_graphs(dtype: str, onnx_dir: Path) -> list[Path]:

@@ -470,12 +470,19 @@ class SettingDoc:
 
 
 ENGINE_MEANINGS: dict[str, str] = {
+    "backend": (
+        "inference library: `auto` (ONNX Runtime), `onnxruntime` or `openvino` (CPU; `pip install -e .[openvino]`;"
+        " needs the decoder parts that `python -m export.openvino_decoder MODEL_DIR` writes)"
+    ),
+    "precision": "OpenVINO inference precision: `f32` (exact) or `bf16` (CPUs with AMX or AVX-512 BF16); openvino only",
+    "compile_cache_dir": "folder where OpenVINO keeps compiled graphs so later loads skip compiling; empty: off",
     "provider": "ONNX Runtime execution provider: `auto` (CUDA when there is one), `cpu` or `cuda`",
     "device_id": "GPU index, with CUDA",
     "variant": (
         "graph files to load, by transformers.js dtype: `fp32`, `fp16`, `int8`, `uint8`, `q8` (`_quantized`), `q4`,"
         " `q4f16` or `bnb4`; one for all graphs or per graph (`fp16,decoder_model_merged=q4`); a missing file is"
-        " an error listing the folder's variants"
+        " an error listing the folder's variants; `fastest`: backend, precision and variant chosen for this CPU and"
+        " folder (logged)"
     ),
     "variant_fallback": "load a graph's fp32 file when the chosen variant's is missing (logged) instead of failing",
     "vision_batch_size": "images per vision-encoder run; 0: one on a CPU (saves memory, costs no time), all on a GPU",
@@ -506,7 +513,9 @@ def shown(value: Any) -> str:
 
 
 def _engine_shown(value: Any) -> str:
-    return "auto" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None:
+        return "auto"
+    return str(value).lower() if isinstance(value, bool) else str(value) or "(none)"
 
 
 def _docs(cls: type[Any], section: str) -> Iterator[SettingDoc]:

@@ -1,4 +1,4 @@
-"""The Florence-2 engine: ONNX Runtime sessions, generation (greedy, beam, KV cache), micro-batching, ``load()``."""
+"""The Florence-2 engine: graphs on ONNX Runtime or OpenVINO, generation (greedy, beam, KV cache), ``load()``."""
 
 from runtime.engine.api import Engine, ModelInfo, TaskRequest, TaskResult
 from runtime.engine.model import Florence2Engine, load

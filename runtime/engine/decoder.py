@@ -23,13 +23,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.engine.sessions import DECODER, EMBED_TOKENS, GraphRunner, Sessions
+from runtime.engine.sessions import GraphRunner, Sessions
+from runtime.model_folder import CROSS_CACHE_KEY, DECODER, EMBED_TOKENS, PER_REQUEST
 
 _PAST = re.compile(r"past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)")
-# The metadata by which a merged decoder says that it keeps the cross-attention KV once per request
-# (export/cross_attention.py writes it).
-CROSS_CACHE_KEY = "florence2.cross_attention_cache"
-PER_REQUEST = "per_request"
 
 
 class OrtDecoder:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.engine.sessions import EMBED_TOKENS, ENCODER, VISION_ENCODER, GraphRunner
+from runtime.engine.sessions import GraphRunner
+from runtime.model_folder import EMBED_TOKENS, ENCODER, VISION_ENCODER
 
 
 @dataclass(frozen=True)

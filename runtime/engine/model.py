@@ -1,4 +1,4 @@
-"""``load(path)``: the Florence-2 engine over ONNX Runtime, behind the Engine protocol of runtime.engine.api.
+"""``load(path)``: the Florence-2 engine (ONNX Runtime or OpenVINO) behind the Engine protocol of runtime.engine.api.
 
 Requests are validated on the caller's loop (cheap), then queued to the micro-batching scheduler, whose worker
 thread runs preprocessing, the graphs and the search. Results come back to whichever loop awaits them.
@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from runtime.engine.api import ModelInfo, TaskQuery, TaskRequest, TaskResult
+from runtime.engine.fastest import resolve
 from runtime.engine.generation_config import GenerationConfig
 from runtime.engine.pipeline import Job, Outcome, Pipeline, TokenObserver
 from runtime.engine.scheduler import Batch, MicroBatcher, Ticket, wait
@@ -205,7 +206,7 @@ def load(
 ) -> Florence2Engine:
     """Open a model folder (see ARCHITECTURE.md), create its sessions and warm them up.
 
-    ``runner`` replaces the ONNX Runtime sessions (tests use it to perturb a graph).
+    ``runner`` replaces the sessions the settings' backend opens (tests use it to perturb a graph).
     """
     folder = Path(path)
     settings = settings or EngineSettings()
@@ -222,6 +223,8 @@ def load(
             folder,
             "!" * 100,
         )
+    if runner is None:
+        settings = resolve(settings, folder)  # variant=fastest: decided (and logged) once, shown in ModelInfo
     processor = Florence2Processor.from_model_dir(folder)
     config = GenerationConfig.from_model_dir(folder)
     text_config = model_config.get("text_config") or model_config

@@ -10,20 +10,33 @@ from runtime.engine.variants import VariantChoice
 
 Provider = Literal["auto", "cpu", "cuda"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+BackendName = Literal["auto", "onnxruntime", "openvino"]
+Precision = Literal["f32", "bf16"]
 
 PROVIDERS: tuple[str, ...] = ("auto", "cpu", "cuda")
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
+PRECISIONS: tuple[str, ...] = ("f32", "bf16")
+# The variant setting that lets runtime/engine/fastest.py choose backend, precision and variant.
+FASTEST = "fastest"
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     """How one model is loaded and served.
 
+    ``backend``: the inference library that runs the graphs: ``onnxruntime`` (``auto``, the default) or ``openvino``
+    (CPU only, the ``openvino`` extra; it runs the decoder as its two part files, which
+    ``python -m export.openvino_decoder`` adds to a folder). ``precision``: OpenVINO's inference precision, ``f32``
+    (exact) or ``bf16`` (on CPUs with AMX or AVX-512 BF16; elsewhere OpenVINO runs f32); ONNX Runtime has f32
+    only. ``compile_cache_dir``: a folder where OpenVINO keeps compiled graphs, so a later load skips compiling
+    (empty: off).
     ``provider``: ``auto`` takes CUDA when onnxruntime-gpu sees a GPU, CPU otherwise; ``cuda`` insists on it.
     ``variant``: which graph files to load, by transformers.js dtype (``fp32``, ``fp16``, ``int8``, ``uint8``,
     ``q8`` (``_quantized``), ``q4``, ``q4f16``, ``bnb4``), for every graph or per graph
     (``fp16,decoder_model_merged=q4``); see runtime/engine/variants.py. A graph without its file is a load error
-    that lists the folder's files, unless ``variant_fallback`` loads fp32 instead (logged).
+    that lists the folder's files, unless ``variant_fallback`` loads fp32 instead (logged). ``fastest`` chooses
+    backend, precision and variant from the CPU's features and the folder's files (runtime/engine/fastest.py).
     ``intra_op_threads`` / ``inter_op_threads``: 0 lets ONNX Runtime choose (one thread per physical core).
     ``io_binding``: keep the KV cache on the device between decoder steps; None turns it on with CUDA only.
     ``max_new_tokens`` and ``max_beams`` bound what a request may ask for; ``max_batch_size`` and
@@ -47,6 +60,9 @@ class EngineSettings:
     are paged in again at each run), decoder steps no slower.
     """
 
+    backend: BackendName = "auto"
+    precision: Precision = "f32"
+    compile_cache_dir: str = ""
     provider: Provider = "auto"
     device_id: int = 0
     variant: str = "fp32"
@@ -69,10 +85,21 @@ class EngineSettings:
         problems = []
         if self.provider not in PROVIDERS:
             problems.append(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
-        try:
-            VariantChoice.parse(self.variant)
-        except ValueError as exc:
-            problems.append(str(exc))
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.backend == "openvino" and self.provider == "cuda":
+            problems.append(
+                "the openvino backend runs on the CPU; set the provider to auto or cpu, or the backend to auto"
+            )
+        if self.precision == "bf16" and self.backend != "openvino" and self.variant != FASTEST:
+            problems.append("precision bf16 needs the openvino backend (ONNX Runtime's CPU provider has no bf16 path)")
+        if self.variant != FASTEST:
+            try:
+                VariantChoice.parse(self.variant)
+            except ValueError as exc:
+                problems.append(f"{exc} (or {FASTEST})")
         if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
             problems.append(
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, not {self.graph_optimization!r}"
@@ -90,4 +117,6 @@ class EngineSettings:
 
     @cached_property
     def variant_choice(self) -> VariantChoice:
+        if self.variant == FASTEST:
+            raise ValueError("variant fastest is decided when the model folder is opened (runtime/engine/fastest.py)")
         return VariantChoice.parse(self.variant)

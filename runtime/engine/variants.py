@@ -8,9 +8,10 @@ transformers.js's per-graph ``dtype`` object does. A graph file holds its weight
 
 A graph without the chosen file is a load error that lists the variants the folder has for every graph, unless
 fallback to fp32 is asked for (``EngineSettings.variant_fallback``). One layout rule is not a fallback: our
-exporter's q4 variant kept the compute-bound graphs in their ``_int8`` files (export/layout.py SHARED_GRAPHS), so
-q4 reads those where the folder has no ``_q4`` file for them. The decoder is ``decoder_model_merged``, or, in
-folders that have no merged file of the chosen variant, ``decoder_model`` with ``decoder_with_past_model``.
+exporter's q4 variant kept the compute-bound graphs in their ``_int8`` files (runtime/model_folder.py
+SHARED_GRAPHS), so q4 reads those where the folder has no ``_q4`` file for them. The decoder is
+``decoder_model_merged``, or, in folders that have no merged file of the chosen variant, ``decoder_model`` with
+``decoder_with_past_model``; a backend that cannot run the merged graph (OpenVINO) asks for the two parts only.
 """
 
 from __future__ import annotations
@@ -19,29 +20,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-VISION_ENCODER = "vision_encoder"
-EMBED_TOKENS = "embed_tokens"
-ENCODER = "encoder_model"
-DECODER = "decoder_model_merged"
-GRAPHS: tuple[str, ...] = (VISION_ENCODER, EMBED_TOKENS, ENCODER, DECODER)
-# The two graphs a merged decoder is made of: the first step without past, the later steps with it.
-DECODER_NO_PAST = "decoder_model"
-DECODER_WITH_PAST = "decoder_with_past_model"
-
-# transformers.js's DEFAULT_DTYPE_SUFFIX_MAPPING: dtype -> file suffix.
-SUFFIXES: Mapping[str, str] = {
-    "fp32": "",
-    "fp16": "_fp16",
-    "int8": "_int8",
-    "uint8": "_uint8",
-    "q8": "_quantized",
-    "q4": "_q4",
-    "q4f16": "_q4f16",
-    "bnb4": "_bnb4",
-}
-VARIANTS: tuple[str, ...] = tuple(SUFFIXES)
-# See the module docstring: the compute-bound graphs of our q4 folders are in their int8 files.
-_SHARED: Mapping[str, tuple[str, tuple[str, ...]]] = {"q4": ("int8", (VISION_ENCODER, EMBED_TOKENS, ENCODER))}
+from runtime.model_folder import (
+    DECODER,
+    GRAPHS,
+    SHARED_GRAPHS,
+    SUFFIXES,
+    VARIANTS,
+    decoder_part_files,
+    file_name,
+)
 
 
 @dataclass(frozen=True)
@@ -100,45 +87,61 @@ class MissingVariant(LookupError):
     """The folder has no file of the chosen variant for a graph; the message lists what it has."""
 
 
-def find_graph_files(onnx_dir: Path, graph: str, variant: str, *, fallback: bool = False) -> tuple[GraphFiles, bool]:
-    """The files of ``graph`` in ``variant``; with ``fallback``, the fp32 files when those are missing.
+class MissingDecoderParts(MissingVariant):
+    """The folder has the merged decoder only, and the backend needs its two parts; the message says how to add
+    them."""
 
-    Returns the files and whether they are a fallback. Raises MissingVariant (no file, and no fallback) and
-    FileNotFoundError (not even an fp32 file).
+
+def find_graph_files(
+    onnx_dir: Path, graph: str, variant: str, *, fallback: bool = False, decoder_parts: bool = False
+) -> tuple[GraphFiles, bool]:
+    """The files of ``graph`` in ``variant``; with ``fallback``, the fp32 files when those are missing; with
+    ``decoder_parts``, the decoder only as its two parts (for a backend that cannot run the merged graph).
+
+    Returns the files and whether they are a fallback. Raises MissingVariant (no file, and no fallback),
+    MissingDecoderParts (``decoder_parts``, and the folder has only the merged decoder) and FileNotFoundError
+    (not even an fp32 file).
     """
-    base, shared = _SHARED.get(variant, (variant, ()))
+    base, shared = SHARED_GRAPHS.get(variant, (variant, ()))
     if graph in shared and _files(onnx_dir, graph, variant) is None and _files(onnx_dir, graph, base) is not None:
         variant = base
-    found = _files(onnx_dir, graph, variant)
+    found = _files(onnx_dir, graph, variant, decoder_parts)
     if found is not None:
         return found, False
-    if fallback and (fp32 := _files(onnx_dir, graph, "fp32")) is not None:
+    if fallback and (fp32 := _files(onnx_dir, graph, "fp32", decoder_parts)) is not None:
         return fp32, True
     if not any(onnx_dir.glob("*.onnx")):
         raise FileNotFoundError(f"{onnx_dir} holds no ONNX graphs; export the model (`make export MODEL=... OUT=...`)")
+    if decoder_parts and graph == DECODER and _files(onnx_dir, graph, variant) is not None:
+        no_past, with_past = decoder_part_files(variant)
+        raise MissingDecoderParts(
+            f"{onnx_dir} has the merged decoder {file_name(DECODER, variant)} but not its two parts ({no_past}, "
+            f"{with_past}), which OpenVINO needs (it cannot compile the merged graph); write them with: "
+            f"python -m export.openvino_decoder {onnx_dir.parent}"
+        )
     raise MissingVariant(
-        f"{graph} has no {variant} file ({graph}{SUFFIXES[variant]}.onnx) in {onnx_dir}; the folder has "
+        f"{graph} has no {variant} file ({file_name(graph, variant)}) in {onnx_dir}; the folder has "
         f"{describe(available(onnx_dir))}. Choose a variant per graph from those "
         f"(FLORENCE_ENGINE_VARIANT=fp32,{graph}=...), or set FLORENCE_ENGINE_VARIANT_FALLBACK=1 to load fp32 instead"
     )
 
 
-def available(onnx_dir: Path) -> dict[str, list[str]]:
-    """Per graph, the variants the folder has files for (a split decoder counts when both of its files are there)."""
-    return {graph: [v for v in VARIANTS if _files(onnx_dir, graph, v) is not None] for graph in GRAPHS}
+def available(onnx_dir: Path, *, decoder_parts: bool = False) -> dict[str, list[str]]:
+    """Per graph, the variants the folder has files for (a split decoder counts when both of its files are there;
+    with ``decoder_parts`` only those count for the decoder)."""
+    return {graph: [v for v in VARIANTS if _files(onnx_dir, graph, v, decoder_parts) is not None] for graph in GRAPHS}
 
 
 def describe(variants: Mapping[str, Iterable[str]]) -> str:
     return "; ".join(f"{graph}: {', '.join(found) or 'none'}" for graph, found in variants.items())
 
 
-def _files(onnx_dir: Path, graph: str, variant: str) -> GraphFiles | None:
-    suffix = SUFFIXES[variant]
-    path = onnx_dir / f"{graph}{suffix}.onnx"
-    if path.is_file():
+def _files(onnx_dir: Path, graph: str, variant: str, decoder_parts: bool = False) -> GraphFiles | None:
+    path = onnx_dir / file_name(graph, variant)
+    if path.is_file() and not (decoder_parts and graph == DECODER):
         return GraphFiles(graph, variant, (path,))
     if graph == DECODER:
-        parts = (onnx_dir / f"{DECODER_NO_PAST}{suffix}.onnx", onnx_dir / f"{DECODER_WITH_PAST}{suffix}.onnx")
+        parts = tuple(onnx_dir / name for name in decoder_part_files(variant))
         if all(p.is_file() for p in parts):
             return GraphFiles(graph, variant, parts)
     return None

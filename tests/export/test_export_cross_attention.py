@@ -10,11 +10,8 @@ import pytest
 import torch
 from transformers.cache_utils import EncoderDecoderCache
 
-from export.cross_attention import METADATA_KEY, PER_REQUEST
 from export.graphs import TextDims
-from export.layout import DTYPES, file_name, past_names
-from runtime.engine.decoder import CROSS_CACHE_KEY
-from runtime.engine.decoder import PER_REQUEST as RUNTIME_PER_REQUEST
+from runtime.model_folder import CROSS_CACHE_KEY, EXPORT_DTYPES, PER_REQUEST, file_name, past_names
 
 REQUESTS, BEAMS, PAST, SOURCE = 2, 3, 5, 11
 
@@ -88,8 +85,7 @@ def test_the_check_fails_when_rows_are_not_grouped_by_request(
 
 
 # The tiny export's variants; q8 is the int8 conversion, q4's decoder is checked in test_export_variants.py.
-@pytest.mark.parametrize("dtype", [d for d in DTYPES if d not in ("q8", "q4")])
+@pytest.mark.parametrize("dtype", [d for d in EXPORT_DTYPES if d not in ("q8", "q4")])
 def test_every_decoder_variant_declares_the_layout(tiny_model_dir: Any, dtype: str) -> None:
-    assert (METADATA_KEY, PER_REQUEST) == (CROSS_CACHE_KEY, RUNTIME_PER_REQUEST)  # runtime/ cannot import export/
     model = onnx.load(str(tiny_model_dir / "onnx" / file_name("decoder_model_merged", dtype)), load_external_data=False)
-    assert {p.key: p.value for p in model.metadata_props}[METADATA_KEY] == PER_REQUEST
+    assert {p.key: p.value for p in model.metadata_props}[CROSS_CACHE_KEY] == PER_REQUEST

@@ -13,10 +13,8 @@ import pytest
 from broken_sessions import perturbed_copy, scale_outputs
 
 from export.add_variant import add_variant
-from export.cross_attention import METADATA_KEY, PER_REQUEST
 from export.errors import ExportError, ParityFailed
 from export.greedy import open_sessions
-from export.layout import file_name
 from export.validate import (
     VALIDATION_TASKS,
     VARIANT_MIN_COSINE,
@@ -27,6 +25,7 @@ from export.validate import (
     rules_of,
     variant_closeness,
 )
+from runtime.model_folder import CROSS_CACHE_KEY, PER_REQUEST, file_name
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_q4_is_a_4bit_decoder_beside_the_int8_graphs_and_recorded(q4_model_dir: 
     assert "MatMulNBits" in ops
     bits = {a.i for n in decoder.graph.node for a in n.attribute if a.name == "bits"}
     assert bits <= {4}
-    assert {p.key: p.value for p in decoder.metadata_props}[METADATA_KEY] == PER_REQUEST  # the decoder layout
+    assert {p.key: p.value for p in decoder.metadata_props}[CROSS_CACHE_KEY] == PER_REQUEST  # the decoder layout
     record = json.loads((q4_model_dir / "export.json").read_text())
     assert record["dtypes"][-1] == "q4"
     assert record["graphs"]["q4"]["decoder_model_merged"] == "onnx/decoder_model_merged_q4.onnx"

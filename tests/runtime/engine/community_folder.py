@@ -77,7 +77,7 @@ def _trace_decoder_parts(checkpoint: Path, work: Path) -> dict[str, Path]:
     from transformers import Florence2ForConditionalGeneration
 
     from export import graphs, trace
-    from export.cross_attention import METADATA_KEY, PER_REQUEST
+    from runtime.model_folder import CROSS_CACHE_KEY, PER_REQUEST
 
     model = Florence2ForConditionalGeneration.from_pretrained(
         checkpoint, attn_implementation="eager", dtype=torch.float32
@@ -87,7 +87,7 @@ def _trace_decoder_parts(checkpoint: Path, work: Path) -> dict[str, Path]:
         if spec.name in PARTS:
             path = trace.trace_graph(spec, work / f"{spec.name}.onnx", 17)
             traced = onnx.load(str(path))
-            onnx.helper.set_model_props(traced, {METADATA_KEY: PER_REQUEST})
+            onnx.helper.set_model_props(traced, {CROSS_CACHE_KEY: PER_REQUEST})
             paths[spec.name] = trace.save_model(traced, path)
     return paths
 

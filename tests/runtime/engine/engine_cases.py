@@ -50,9 +50,9 @@ def request(case: Case, num_beams: int, max_new_tokens: int = MAX_NEW_TOKENS) ->
 
 
 @contextlib.contextmanager
-def loaded(folder: Path) -> Iterator[Florence2Engine]:
+def loaded(folder: Path, backend: str = "auto") -> Iterator[Florence2Engine]:
     """The engine of ``folder`` with the tests' batching settings, closed on exit."""
-    engine = load(folder, EngineSettings(max_batch_size=16, batch_wait_ms=5))
+    engine = load(folder, EngineSettings(backend=backend, max_batch_size=16, batch_wait_ms=5))
     try:
         yield engine
     finally:

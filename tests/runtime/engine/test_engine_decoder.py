@@ -19,9 +19,10 @@ from engine_cases import noise_image, run_direct
 from wrapped_runner import WrappedRunner
 
 from runtime.engine import EngineSettings, TaskRequest, load
-from runtime.engine.decoder import CROSS_CACHE_KEY, PER_REQUEST, OrtDecoder
+from runtime.engine.decoder import OrtDecoder
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, EMBED_TOKENS, GraphRunner, open_sessions
+from runtime.engine.sessions import GraphRunner, open_sessions
+from runtime.model_folder import CROSS_CACHE_KEY, DECODER, EMBED_TOKENS, PER_REQUEST
 
 SELF_KEY, CROSS_KEY = "past_key_values.0.decoder.key", "past_key_values.0.encoder.key"
 

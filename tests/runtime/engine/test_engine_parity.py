@@ -4,16 +4,20 @@ The checkpoint's generation_config drives both sides: num_beams 3, no_repeat_ngr
 early stopping. The batch mixes image sizes and prompt lengths, so prompts are padded and masks matter.
 Negative controls show that the same check fails when the KV history is dropped, the attention mask is
 ignored, or the image features are scaled.
+
+Every test runs on each backend (ONNX Runtime, and OpenVINO at f32 when it is installed): the decoder, KV cache,
+batching and search are shared, only the graph runner differs, and it must give the same tokens, near ties aside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from engine_cases import MAX_NEW_TOKENS, request, run_direct
+from engine_cases import MAX_NEW_TOKENS, loaded, request, run_direct
 from engine_oracle import TIE_TOLERANCE, Case, Oracle, Reference, parity_failures
 from wrapped_runner import WrappedRunner
 
@@ -25,13 +29,26 @@ from runtime.engine.sessions import DECODER, ENCODER, VISION_ENCODER, GraphRunne
 from runtime.florence2 import TASKS
 
 BEAMS = (1, pytest.param(3, marks=pytest.mark.slow))  # greedy stays in `make test-fast`; beam 3 is minutes
-_memo: dict[tuple[str, int], Any] = {}
+BACKENDS = ("onnxruntime", "openvino")
+_memo: dict[tuple[str, str, int], Any] = {}
 
 
-def memo(key: tuple[str, int], compute: Callable[[], Any]) -> Any:
-    if key not in _memo:
-        _memo[key] = compute()
-    return _memo[key]
+@pytest.fixture(scope="module", params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Florence2Engine]:
+    """The tiny model's engine on each backend (the oracle, built from it, follows)."""
+    if request.param == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install -e .[openvino])")
+    with loaded(tiny_model_dir, request.param) as engine:
+        assert engine.runner.backend == request.param
+        yield engine
+
+
+def memo(runner: Any, key: tuple[str, int], compute: Callable[[], Any]) -> Any:
+    """Results and references per backend (the oracle's vision features come from the engine's graph)."""
+    full = (runner.backend, *key)
+    if full not in _memo:
+        _memo[full] = compute()
+    return _memo[full]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,21 +63,26 @@ def labels(cases: Sequence[Case], what: str) -> list[str]:
 
 def solo_references(oracle: Oracle, cases: Sequence[Case], beams: int) -> list[Reference]:
     return memo(
+        oracle.vision,
         ("solo-ref", beams),
         lambda: [oracle.generate([c], num_beams=beams, max_new_tokens=MAX_NEW_TOKENS)[0] for c in cases],
     )
 
 
 def batch_references(oracle: Oracle, cases: Sequence[Case], beams: int) -> list[Reference]:
-    return memo(("batch-ref", beams), lambda: oracle.generate(cases, num_beams=beams, max_new_tokens=MAX_NEW_TOKENS))
+    return memo(
+        oracle.vision,
+        ("batch-ref", beams),
+        lambda: oracle.generate(cases, num_beams=beams, max_new_tokens=MAX_NEW_TOKENS),
+    )
 
 
 def solo_results(engine: Florence2Engine, cases: Sequence[Case], beams: int) -> list[Any]:
-    return memo(("solo", beams), lambda: [run_direct(engine, [request(c, beams)])[0] for c in cases])
+    return memo(engine.runner, ("solo", beams), lambda: [run_direct(engine, [request(c, beams)])[0] for c in cases])
 
 
 def batch_results(engine: Florence2Engine, cases: Sequence[Case], beams: int) -> list[Any]:
-    return memo(("batch", beams), lambda: run_direct(engine, [request(c, beams) for c in cases]))
+    return memo(engine.runner, ("batch", beams), lambda: run_direct(engine, [request(c, beams) for c in cases]))
 
 
 def test_cases_cover_every_task_and_padding(oracle: Oracle, cases: list[Case]) -> None:

@@ -18,8 +18,10 @@ from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.decoder import OrtDecoder
 from runtime.engine.encoding import encode_prompts, image_features
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import DECODER, GRAPHS, GraphRunner, choose_providers, open_sessions
+from runtime.engine.onnxruntime_backend import choose_providers
+from runtime.engine.sessions import GraphRunner, open_sessions
 from runtime.errors import ModelLoadFailed
+from runtime.model_folder import DECODER, GRAPHS
 
 
 def test_provider_choice() -> None:
@@ -42,7 +44,7 @@ def test_settings_are_checked() -> None:
 
 def test_thread_and_optimization_settings_reach_the_sessions(tiny_model_dir: Path, caplog: Any) -> None:
     settings = EngineSettings(intra_op_threads=1, inter_op_threads=1, graph_optimization="basic")
-    with caplog.at_level(logging.INFO, logger="runtime.engine.sessions"):
+    with caplog.at_level(logging.INFO, logger="runtime.engine.onnxruntime_backend"):
         sessions = open_sessions(tiny_model_dir, settings)
     options = sessions.graph(DECODER).session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)

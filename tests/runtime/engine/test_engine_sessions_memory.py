@@ -16,19 +16,12 @@ import pytest
 from engine_cases import noise_image, run_direct
 from onnx import numpy_helper
 
-import runtime.engine.sessions as sessions_module
+import runtime.engine.onnxruntime_backend as sessions_module
 from runtime.engine import EngineSettings, TaskRequest, load
 from runtime.engine.model import Florence2Engine
-from runtime.engine.sessions import (
-    DECODER,
-    EMBED_TOKENS,
-    ENCODER,
-    GRAPHS,
-    LOAD_ORDER,
-    VISION_ENCODER,
-    open_sessions,
-    release_free_heap,
-)
+from runtime.engine.onnxruntime_backend import release_free_heap
+from runtime.engine.sessions import LOAD_ORDER, open_sessions
+from runtime.model_folder import DECODER, EMBED_TOKENS, ENCODER, GRAPHS, VISION_ENCODER
 
 SHRINKAGE = "memory.enable_memory_arena_shrinkage"
 
