@@ -18,7 +18,6 @@ from typing import Any
 from bench import (
     artefacts,
     configurations,
-    cpu_features,
     machine,
     plot,
     ray_row,
@@ -31,9 +30,9 @@ from bench import (
 )
 from bench.configurations import REFERENCE
 from bench.contenders import ContenderSpec
-from bench.cpu_features import CpuFeatures
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
+from runtime.cpu import CpuFeatures, detect
 
 RAY_CLIENTS = 8  # the Ray row's throughput level
 
@@ -178,7 +177,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         artefacts.read_json(settings.model_dir / "preprocessor_config.json"),
     )
     weight_bytes = {v: weights.variant_weight_bytes(settings.model_dir, v) for v in available}
-    cpu = cpu_features.detect()
+    cpu = detect()
     lineup = contender_specs(
         settings,
         available,

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bench.cpu_features import CpuFeatures
+from runtime.cpu import CpuFeatures
 
 REFERENCE = "pytorch-eager"  # PyTorch eager fp32: the reference of every fp32 ratio
 BF16_MODES: tuple[str, ...] = ("auto", "always", "never")

@@ -27,53 +27,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from runtime.cpu import CpuFeatures, detect
 from runtime.engine.settings import FASTEST, EngineSettings
 from runtime.engine.variants import available
 from runtime.model_folder import GRAPHS, INT8_VARIANTS, ONNX_DIR
 
 log = logging.getLogger(__name__)
-
-CPUINFO = Path("/proc/cpuinfo")
-FEATURE_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-
-
-@dataclass(frozen=True)
-class CpuFeatures:
-    """The instruction-set flags the decision reads."""
-
-    flags: frozenset[str]
-
-    @classmethod
-    def parse(cls, cpuinfo: str) -> CpuFeatures:
-        """From the text of ``/proc/cpuinfo`` (the first processor's ``flags`` line)."""
-        for line in cpuinfo.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return cls(frozenset(value.split()) & frozenset(FEATURE_FLAGS))
-        return cls(frozenset())
-
-    @classmethod
-    def of_this_machine(cls) -> CpuFeatures:
-        try:
-            return cls.parse(CPUINFO.read_text())
-        except OSError:  # not Linux: no flags known, the decision keeps the exact default
-            return cls(frozenset())
-
-    @property
-    def bf16_tiles(self) -> bool:
-        return "amx_bf16" in self.flags
-
-    @property
-    def bf16_vectors(self) -> bool:
-        return "avx512_bf16" in self.flags
-
-    @property
-    def int8_dot(self) -> bool:
-        """int8 dot products that make dynamic int8 pay (VNNI or AMX int8, or AVX2's slower pair of instructions)."""
-        return bool(self.flags & {"amx_int8", "avx512_vnni", "avx2"})
-
-    def describe(self) -> str:
-        return ", ".join(f for f in FEATURE_FLAGS if f in self.flags) or "none of " + "/".join(FEATURE_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -106,11 +65,11 @@ def decide(cpu: CpuFeatures, openvino_installed: bool, offer: FolderOffer, *, ba
     ov_bf16 = use_ov and "fp32" in offer.openvino
     if cpu.bf16_tiles and ov_bf16:
         return Choice("openvino", "bf16", "fp32", "AMX bf16 tiles: OpenVINO bf16 runs the vision encoder 2.8x faster")
-    if use_ort and int8_ort and cpu.int8_dot:
+    if use_ort and int8_ort and cpu.int8_pays:
         return Choice("onnxruntime", "f32", int8_ort, "int8 dot products and int8 files: ONNX Runtime dynamic int8")
     if cpu.bf16_vectors and ov_bf16:
         return Choice("openvino", "bf16", "fp32", "AVX-512 BF16 and no int8 files: OpenVINO bf16")
-    if not use_ort and int8_ov and cpu.int8_dot:
+    if not use_ort and int8_ov and cpu.int8_pays:
         return Choice("openvino", "f32", int8_ov, "only OpenVINO allowed: its int8")
     if use_ort and "fp32" in offer.onnxruntime:
         return Choice("onnxruntime", "f32", "fp32", "no faster unit or files: ONNX Runtime fp32")
@@ -132,14 +91,14 @@ def resolve(
     if settings.provider == "cuda":
         choice = Choice("onnxruntime", "f32", "fp32", "provider cuda: fp32 on the GPU (CPU features do not apply)")
     else:
-        cpu = cpu or CpuFeatures.of_this_machine()
+        cpu = cpu or detect()
         installed = _openvino_installed() if openvino_installed is None else openvino_installed
         backends = () if settings.backend == "auto" else (settings.backend,)
         offer = FolderOffer.of(model_dir)
         choice = decide(cpu, installed, offer, backends=backends)
         choice = replace(
             choice,
-            reason=f"{choice.reason} (CPU: {cpu.describe()}; openvino {'installed' if installed else 'not installed'};"
+            reason=f"{choice.reason} (CPU: {cpu.summary()}; openvino {'installed' if installed else 'not installed'};"
             f" folder: onnxruntime {'/'.join(offer.onnxruntime) or 'none'},"
             f" openvino {'/'.join(offer.openvino) or 'none'})",
         )

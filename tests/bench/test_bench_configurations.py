@@ -9,8 +9,8 @@ import pytest
 
 from bench import cli, configurations
 from bench.configurations import EngineConfiguration, bf16_skip_reason, compute_precision, engine_configurations
-from bench.cpu_features import FEATURE_FLAGS, CpuFeatures
 from bench.settings import from_args
+from runtime.cpu import FEATURE_FLAGS, CpuFeatures
 
 AVX2 = CpuFeatures("AMD EPYC", {name: name in ("avx2", "fma") for name in FEATURE_FLAGS}, "/proc/cpuinfo")
 AMX = CpuFeatures("Intel Xeon", dict.fromkeys(FEATURE_FLAGS, True), "/proc/cpuinfo")

@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
-from runtime.engine.fastest import Choice, CpuFeatures, FolderOffer, decide, resolve
+from runtime.cpu import CpuFeatures
+from runtime.engine.fastest import Choice, FolderOffer, decide, resolve
 from runtime.engine.settings import EngineSettings
 from runtime.model_folder import decoder_part_files
 
-XEON_AMX = CpuFeatures(frozenset({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"}))
-ZEN4 = CpuFeatures(frozenset({"avx512_bf16", "avx512_vnni", "avx512f", "avx2"}))
-SKYLAKE = CpuFeatures(frozenset({"avx512f", "avx2"}))
-CASCADE_LAKE = CpuFeatures(frozenset({"avx512_vnni", "avx512f", "avx2"}))
-EPYC_AVX2 = CpuFeatures(frozenset({"avx2"}))
-OLD = CpuFeatures(frozenset())
+XEON_AMX = CpuFeatures.with_flags("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+ZEN4 = CpuFeatures.with_flags("avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+SKYLAKE = CpuFeatures.with_flags("avx512f", "avx2")
+CASCADE_LAKE = CpuFeatures.with_flags("avx512_vnni", "avx512f", "avx2")
+EPYC_AVX2 = CpuFeatures.with_flags("avx2")
+OLD = CpuFeatures.with_flags()
 
 FULL = FolderOffer(onnxruntime=("fp32", "fp16", "int8"), openvino=("fp32", "fp16", "int8"))
 NO_PARTS = FolderOffer(onnxruntime=("fp32", "int8"), openvino=())
@@ -62,13 +63,6 @@ def test_a_named_backend_limits_the_decision() -> None:
     assert triple(decide(XEON_AMX, True, FULL, backends=("onnxruntime",))) == ("onnxruntime", "f32", "int8")
     assert triple(decide(EPYC_AVX2, True, FULL, backends=("openvino",))) == ("openvino", "f32", "int8")
     assert triple(decide(OLD, True, FULL, backends=("openvino",))) == ("openvino", "f32", "fp32")
-
-
-def test_cpu_features_come_from_the_cpuinfo_flags() -> None:
-    cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-    assert CpuFeatures.parse(cpuinfo).flags == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
-    assert CpuFeatures.parse("processor: 0\n").flags == frozenset()
-    assert CpuFeatures.of_this_machine().flags <= set(XEON_AMX.flags)
 
 
 def test_the_folder_offer_counts_decoder_parts_for_openvino(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """What the CPU can compute fast: its model name and the instruction-set features that decide which precision and
 which library win on it (AMX and AVX-512 BF16 make bf16 several times faster than fp32; VNNI speeds up int8).
+Read by the engine's ``variant=fastest`` decision and recorded by the benchmark: one reading of the CPU for both.
 
 Read from ``/proc/cpuinfo`` on Linux; elsewhere the model name comes from ``platform.processor()`` (or
 ``sysctl`` on macOS) and the features are unknown (``None``), so that no rule mistakes "not read" for "absent".
@@ -32,6 +33,31 @@ class CpuFeatures:
     model: str
     features: dict[str, bool] | None  # None: the features could not be read on this platform
     source: str  # where they were read from
+
+    @classmethod
+    def with_flags(cls, *flags: str, model: str = "a CPU") -> CpuFeatures:
+        """A CPU with exactly these features (for decisions about CPUs other than this one)."""
+        return cls(model, {name: flag in flags for name, flag in FEATURE_FLAGS.items()}, "given")
+
+    def has(self, name: str) -> bool:
+        """Whether the CPU has feature ``name``; an unread feature counts as absent."""
+        return bool(self.features and self.features.get(name))
+
+    @property
+    def bf16_tiles(self) -> bool:
+        """AMX's bf16 tiles: several times fp32's matmul rate."""
+        return self.has("amx_bf16")
+
+    @property
+    def bf16_vectors(self) -> bool:
+        """AVX-512 BF16 dot products: about twice fp32's rate."""
+        return self.has("avx512_bf16")
+
+    @property
+    def int8_pays(self) -> bool:
+        """int8 dot products that make dynamic int8 faster than fp32: VNNI or AMX int8, or AVX2's slower pair of
+        instructions (ONNX Runtime's int8 kernels use it)."""
+        return any(self.has(name) for name in ("amx_int8", "avx512_vnni", "avx_vnni", "avx2"))
 
     @property
     def bf16_unit(self) -> bool | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cpu_features import CpuFeatures, detect, parse_cpuinfo
+from runtime.cpu import FEATURE_FLAGS, CpuFeatures, detect, parse_cpuinfo
+
+EMPTY = dict.fromkeys(FEATURE_FLAGS, False)
 
 # Two processors of each: only the first is read. Flags trimmed to those that matter and a few neighbours.
 AMD_EPYC = """processor	: 0
@@ -75,3 +77,16 @@ def test_without_proc_cpuinfo_the_features_are_unknown(tmp_path: Path) -> None:
 def test_this_machine_is_read() -> None:
     cpu = detect()
     assert isinstance(cpu, CpuFeatures) and cpu.model
+
+
+def test_the_engine_reads_the_same_features_for_its_decisions() -> None:
+    xeon = parse_cpuinfo(
+        "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8\n"
+    )
+    assert xeon.bf16_tiles and xeon.bf16_vectors and xeon.int8_pays
+    epyc = parse_cpuinfo("model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n")
+    assert not epyc.bf16_tiles and not epyc.bf16_vectors and epyc.int8_pays  # ONNX Runtime's int8 kernels use AVX2
+    assert not CpuFeatures.with_flags().int8_pays and not CpuFeatures.with_flags().has("avx2")
+    assert CpuFeatures.with_flags("avx512_bf16") == CpuFeatures("a CPU", {**EMPTY, "avx512_bf16": True}, "given")
+    unread = CpuFeatures("Apple M2", None, "no /proc/cpuinfo on Darwin")
+    assert not unread.bf16_tiles and not unread.int8_pays  # unknown counts as absent: the exact default stays
