@@ -173,23 +173,15 @@ def ort_matmul_gflops(
     dtype: type = np.float32,
 ) -> float:
     """``sum(A @ B)``: the sum reads M*N values once, a few percent of the matmul's time at these shapes."""
-    from onnx import helper
-
     rng = np.random.default_rng(0)
-    best = 0.0
-    for m, k, n in shapes:
-        nodes = [
-            helper.make_node("MatMul", ["a", "b"], ["c"]),
-            helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
-        ]
-        initializers = {
-            "a": rng.standard_normal((m, k)).astype(dtype),
-            "b": rng.standard_normal((k, n)).astype(dtype),
-        }
-        session = _session(nodes, "s", initializers, providers)
-        seconds = _best_seconds(lambda session=session: session.run(None, {}), repeats)
-        best = max(best, 2.0 * m * k * n / seconds / 1e9)
-    return best
+    return _ort_matmul_rate(
+        "MatMul",
+        lambda m, k, n: (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)),
+        None,  # the operands' type
+        shapes,
+        repeats,
+        providers,
+    )
 
 
 def ort_int8_matmul_gops(
@@ -197,20 +189,33 @@ def ort_int8_matmul_gops(
 ) -> float:
     """``sum(MatMulInteger(A uint8, B int8))``: the kernel ONNX Runtime's dynamically quantized matmuls use
     (two integer operations per multiply-add, counted as FLOPs are)."""
+    rng = np.random.default_rng(0)
+    return _ort_matmul_rate(
+        "MatMulInteger",
+        lambda m, k, n: (rng.integers(0, 255, (m, k), dtype=np.uint8), rng.integers(-127, 127, (k, n), dtype=np.int8)),
+        np.int32,
+        shapes,
+        repeats,
+        providers,
+    )
+
+
+def _ort_matmul_rate(
+    op: str,
+    operands: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]],
+    output_dtype: type | None,
+    shapes: tuple[tuple[int, int, int], ...],
+    repeats: int,
+    providers: tuple[str, ...],
+) -> float:
+    """The best rate (G operations/s, two a multiply-add) of a one-``op`` graph summed to a scalar, over ``shapes``."""
     from onnx import helper
 
-    rng = np.random.default_rng(0)
     best = 0.0
     for m, k, n in shapes:
-        nodes = [
-            helper.make_node("MatMulInteger", ["a", "b"], ["c"]),
-            helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
-        ]
-        initializers = {
-            "a": rng.integers(0, 255, (m, k), dtype=np.uint8),
-            "b": rng.integers(-127, 127, (k, n), dtype=np.int8),
-        }
-        session = _session(nodes, "s", initializers, providers, output_dtype=np.int32)
+        nodes = [helper.make_node(op, ["a", "b"], ["c"]), helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0)]
+        a, b = operands(m, k, n)
+        session = _session(nodes, "s", {"a": a, "b": b}, providers, output_dtype=output_dtype)
         seconds = _best_seconds(lambda session=session: session.run(None, {}), repeats)
         best = max(best, 2.0 * m * k * n / seconds / 1e9)
     return best

@@ -50,32 +50,22 @@ def _number(name: str, text: str) -> float:
         raise SettingsError(f"{name}={text!r} is not a number") from None
 
 
-def _positive_int(name: str, text: str) -> int:
-    value = _integer(name, text)
-    if value < 1:
-        raise SettingsError(f"{name}={text!r} must be at least 1")
-    return value
+def _at_least(read: Parser, lower: float, *, strictly: bool = False, says: str) -> Parser:
+    """A parser that reads with ``read`` and refuses values under ``lower`` (or equal to it, ``strictly``)."""
+
+    def parse(name: str, text: str) -> Any:
+        value = read(name, text)
+        if value < lower or (strictly and value == lower):
+            raise SettingsError(f"{name}={text!r} must be {says}")
+        return value
+
+    return parse
 
 
-def _positive_float(name: str, text: str) -> float:
-    value = _number(name, text)
-    if value <= 0:
-        raise SettingsError(f"{name}={text!r} must be greater than 0")
-    return value
-
-
-def _count(name: str, text: str) -> int:
-    value = _integer(name, text)
-    if value < 0:
-        raise SettingsError(f"{name}={text!r} must be 0 or more")
-    return value
-
-
-def _amount(name: str, text: str) -> float:
-    value = _number(name, text)
-    if value < 0:
-        raise SettingsError(f"{name}={text!r} must be 0 or more")
-    return value
+_positive_int = _at_least(_integer, 1, says="at least 1")
+_positive_float = _at_least(_number, 0, strictly=True, says="greater than 0")
+_count = _at_least(_integer, 0, says="0 or more")
+_amount = _at_least(_number, 0, says="0 or more")
 
 
 def _port(name: str, text: str) -> int:
