@@ -5,6 +5,8 @@ the line before it says otherwise:
 
 - ``<!-- snippet: server (why) -->``: the block starts the server (``make serve``); it is run in the background on a
   free port with the suite's tiny model, and the other blocks run once ``/readyz`` answers 200;
+- ``<!-- snippet: servers (why) -->``: each line is ``VAR=... make serve``, a configuration of the server; each is
+  started as the quick start's is, answers a completion, logs what it chose, and stops with exit 0;
 - ``<!-- snippet: skip (why) -->``: the block cannot run here (the hub, a Ray cluster, the suite itself); the
   reason is required, and test_every_block_runs_or_says_why_not holds every block to it.
 
@@ -18,9 +20,12 @@ invoke NAME --image docs/sample.jpg``, and linted as ``make lint`` would lint it
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -30,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +116,8 @@ def test_every_block_runs_or_says_why_not() -> None:
     assert len([b for b in blocks if b.lang in RUNNABLE]) >= 10, "the parser found too few blocks"
     for block in blocks:
         if block.directive is not None:
-            assert block.directive in ("skip", "server"), f"{block.where}: unknown directive {block.directive!r}"
+            known = ("skip", "server", "servers")
+            assert block.directive in known, f"{block.where}: unknown directive {block.directive!r}"
             assert len(block.reason) >= 10, f"{block.where}: a {block.directive} directive needs its reason"
             assert block.lang in RUNNABLE, f"{block.where}: a directive on a block that would not run anyway"
         if block.lang not in RUNNABLE:
@@ -199,27 +206,20 @@ def _server_block() -> Block:
     return next(b for d in DOCUMENTS for b in read_blocks(d) if b.directive == "server")
 
 
-@pytest.fixture(scope="module")
-def reader(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    folder = tmp_path_factory.mktemp("reader")
-    (folder / "docs").symlink_to(REPO / "docs")
-    (folder / "functions").symlink_to(REPO / "functions")
-    # a copy: the README's export block replaces models/tiny (--force), which must not touch the suite's cache
-    shutil.copytree(tiny_model_dir, folder / "models" / "tiny")
+@contextmanager
+def make_serve(model_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """``make serve`` of the README on a free port with ``model_dir`` and ``env`` (the line's variables), ready;
+    afterwards a SIGTERM to the server must end it and make with exit 0. Yields the port."""
     port = _free_port()
-    command = _server_block().code.split("#", 1)[0].strip()
-    assert command == "make serve", f"the quick start's server command changed: {command!r}"
     venv = Path(sys.prefix)
     # the venv running the tests stands for .venv: it is installed already, so its stamps are taken as up to date
     make = [
         "make", "-o", f"{venv}/.installed-serve", "-o", f"{venv}/bin/python", "serve",
-        f"VENV={venv}", f"MODEL_DIR={tiny_model_dir}", f"PORT={port}",
+        f"VENV={venv}", f"MODEL_DIR={model_dir}", f"PORT={port}",
     ]  # fmt: skip
-    log = (folder / "server.log").open("w")
+    log = log_path.open("w")
     server = subprocess.Popen(
-        make, cwd=REPO, env={**os.environ, "FLORENCE_LOG_LEVEL": "warning"}, stdout=log, stderr=log
+        make, cwd=REPO, env={**os.environ, "FLORENCE_LOG_LEVEL": "warning", **(env or {})}, stdout=log, stderr=log
     )
     try:
         deadline = time.monotonic() + 180
@@ -229,19 +229,90 @@ def reader(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                     break
             except OSError:
                 pass
-            assert server.poll() is None, (folder / "server.log").read_text()[-3000:]
+            assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "make serve was not ready in time"
             time.sleep(0.1)
-        yield Reader(folder, port, tiny_model_dir)
+        yield port
         # a SIGTERM to the server ends `make serve` cleanly: the server drains and exits 0, and so does make
         children = _children(server.pid)
         assert len(children) == 1, f"make serve runs the server as its own child (exec): {children}"
         os.kill(children[0], signal.SIGTERM)
-        assert server.wait(60) == 0, (folder / "server.log").read_text()[-3000:]
+        assert server.wait(60) == 0, log_path.read_text()[-3000:]
     finally:
         if server.poll() is None:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    folder = tmp_path_factory.mktemp("reader")
+    (folder / "docs").symlink_to(REPO / "docs")
+    (folder / "functions").symlink_to(REPO / "functions")
+    # a copy: the README's export block replaces models/tiny (--force), which must not touch the suite's cache
+    shutil.copytree(tiny_model_dir, folder / "models" / "tiny")
+    command = _server_block().code.split("#", 1)[0].strip()
+    assert command == "make serve", f"the quick start's server command changed: {command!r}"
+    with make_serve(tiny_model_dir, folder / "server.log") as port:
+        yield Reader(folder, port, tiny_model_dir)
+
+
+def server_lines() -> list[tuple[Block, dict[str, str]]]:
+    """Each ``make serve`` line of the ``servers`` blocks, with the variables it sets."""
+    found = []
+    for block in (b for d in DOCUMENTS for b in read_blocks(d) if b.directive == "servers"):
+        for line in block.code.splitlines():
+            words = shlex.split(line.split("#", 1)[0])
+            if not words:
+                continue
+            assignments = list(itertools.takewhile(lambda word: "=" in word, words))
+            env = dict(word.split("=", 1) for word in assignments)
+            command = words[len(assignments) :]
+            assert command == ["make", "serve"], f"{block.where}: a servers block holds `VAR=... make serve` lines"
+            found.append((block, env))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("block", "env"), server_lines(), ids=lambda v: v.where if isinstance(v, Block) else " ".join(sorted(v))
+)
+def test_the_server_line_serves_as_printed(
+    block: Block, env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The line's configuration serves a completion over HTTP, logs what it chose, and stops cleanly."""
+    log_path = tmp_path / "server.log"
+    image = base64.b64encode((REPO / "docs" / "sample.jpg").read_bytes()).decode()
+    payload = {
+        "model": "microsoft-florence-2-large",
+        "max_tokens": 8,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+                    {"type": "text", "text": "<CAPTION>"},
+                ],
+            }
+        ],
+    }
+    with make_serve(tiny_model_dir, log_path, {**env, "FLORENCE_LOG_LEVEL": "info"}) as port:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            answer = json.loads(reply.read())
+        assert answer["choices"][0]["message"]["content"] is not None
+    log = log_path.read_text()
+    if env.get("FLORENCE_ENGINE_VARIANT") == "fastest":
+        assert "variant fastest chose backend" in log, log[-3000:]
+    if env.get("FLORENCE_ENGINE_BACKEND") == "openvino":
+        assert "backend openvino" in log, log[-3000:]
 
 
 def _children(pid: int) -> list[int]:
