@@ -77,20 +77,19 @@ def test_an_avx2_cpu_skips_every_bf16_contender_with_its_reason() -> None:
     names = [s.name for s in lineup.specs]
     assert names == [
         "pytorch-eager",
-        "openvino-vision-f32",
         "engine-onnxruntime-f32-fp32",
         "engine-onnxruntime-f32-int8",
         "engine-openvino-f32-fp32",
         "engine-auto-fastest",
     ]
-    assert set(lineup.skipped) == {"pytorch-eager-bf16", "openvino-vision-bf16", "engine-openvino-bf16-fp32"}
+    assert set(lineup.skipped) == {"pytorch-eager-bf16", "engine-openvino-bf16-fp32"}
     assert all(reason.startswith("no bf16 unit") for reason in lineup.skipped.values())
     assert lineup.server_engine == (("backend", "onnxruntime"), ("precision", "f32"))
     assert cli.served_contender(lineup.specs, "fp32", lineup.server_engine) == "engine-onnxruntime-f32-fp32"
 
 
 def test_an_amx_cpu_races_bf16_and_an_engine_without_backends_races_its_variants() -> None:
-    lineup = _lineup(AMX, TODAY)
+    lineup = _lineup(AMX, TODAY, "--openvino-vision")
     specs = {s.name: s for s in lineup.specs}
     assert list(specs) == [
         "pytorch-eager",
@@ -110,11 +109,11 @@ def test_an_amx_cpu_races_bf16_and_an_engine_without_backends_races_its_variants
 
 
 def test_missing_openvino_and_flags_leave_contenders_out() -> None:
-    lineup = _lineup(AMX, MERGED, openvino=False)
+    lineup = _lineup(AMX, MERGED, "--openvino-vision", openvino=False)
     assert not any("openvino" in s.name for s in lineup.specs)
     assert lineup.skipped["openvino-vision-f32"] == "openvino is not installed"
     assert lineup.skipped["engine-openvino-bf16-fp32"] == "openvino is not installed"
-    names = [s.name for s in _lineup(AMX, TODAY, "--no-openvino-vision", "--bf16", "never").specs]
+    names = [s.name for s in _lineup(AMX, TODAY, "--bf16", "never").specs]
     assert names == ["pytorch-eager", "engine-fp32", "engine-int8"]
 
 

@@ -49,10 +49,10 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
 
     contenders = results["contenders"]
     engines = {name for name, c in contenders.items() if c["kind"] == "engine" and not c["skipped"]}
-    assert {"pytorch-eager", "openvino-vision-f32"} <= set(contenders) and len(engines) >= 2
+    assert {"pytorch-eager", "engine-openvino-f32-fp32"} <= set(contenders) and len(engines) >= 3
     assert {contenders[name]["variant"] for name in engines} >= {"fp32", "int8"}
     bf16 = {name for name in contenders if name.endswith("bf16") or "-bf16-" in name}
-    assert {"pytorch-eager-bf16", "openvino-vision-bf16"} <= bf16
+    assert {"pytorch-eager-bf16", "engine-openvino-bf16-fp32"} <= bf16
     assert results["best_peer"]["name"] in {"pytorch-eager", "pytorch-eager-bf16"}
     jobs = {"tokens8_beams1", "tokens16_beams1", "tokens8_beams3", "tokens16_beams3"}
     for name, contender in contenders.items():
