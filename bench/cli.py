@@ -28,7 +28,7 @@ from bench import (
     vision_profile,
     weights,
 )
-from bench.configurations import REFERENCE
+from bench.configurations import REFERENCE, EngineConfiguration
 from bench.contenders import ContenderSpec
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
@@ -57,6 +57,7 @@ def contender_specs(
     engine_fields: frozenset[str] = frozenset(),
     has_openvino: bool = True,
     accepts_variant: Callable[[str], bool] = lambda _: False,
+    fastest: Callable[[], tuple[str, str, str, str]] | None = None,
 ) -> Lineup:
     """PyTorch eager fp32 first (the reference), then bf16; OpenVINO on the vision encoder graph (f32, bf16); then
     the engine once per configuration and variant (``configurations.ENGINE_CONFIGURATIONS``).
@@ -101,6 +102,14 @@ def contender_specs(
                 continue
             if configuration.precision == "bf16" and not bf16_ok(name, "OpenVINO bf16"):
                 continue
+            backend, precision = configuration.backend, configuration.precision
+            if variant == "fastest" and fastest is not None:
+                # timed as what it chose, so that its precision (and so its floors) is the chosen one's
+                backend, precision, variant, reason = fastest()
+                same = EngineConfiguration(backend, precision).name(variant)
+                if any(spec.name == same for spec in specs):
+                    skipped[name] = f"chose {backend}, {precision}, {variant} ({reason}): measured as {same}"
+                    continue
             specs.append(
                 ContenderSpec(
                     name,
@@ -109,8 +118,8 @@ def contender_specs(
                     variant,
                     settings.provider,
                     settings.threads,
-                    configuration.backend,
-                    configuration.precision,
+                    backend,
+                    precision,
                 )
             )
     return Lineup(specs, skipped, _served_fields(engine_fields))
@@ -185,6 +194,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         configurations.engine_settings_fields(),
         configurations.openvino_installed(),
         configurations.accepts_variant,
+        lambda: configurations.fastest_choice(settings.model_dir),
     )
     probe_skips = configurations.probe_skips(cpu, settings.bf16, settings.provider)
     results: dict[str, Any] = {

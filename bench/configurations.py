@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.cpu import CpuFeatures
 
@@ -66,6 +67,16 @@ def engine_settings_fields() -> frozenset[str]:
     from runtime.engine.settings import EngineSettings
 
     return frozenset(f.name for f in dataclasses.fields(EngineSettings))
+
+
+def fastest_choice(model_dir: Path) -> tuple[str, str, str, str]:
+    """What ``variant=fastest`` serves from ``model_dir`` on this machine: backend, precision, variant and why
+    (the engine's own decision, runtime/engine/fastest.py)."""
+    from runtime.cpu import detect
+    from runtime.engine.fastest import FolderOffer, decide
+
+    choice = decide(detect(), openvino_installed(), FolderOffer.of(model_dir))
+    return choice.backend, choice.precision, choice.variant, choice.reason
 
 
 def accepts_variant(variant: str) -> bool:

@@ -127,3 +127,20 @@ def test_quick_results_stay_out_of_the_kept_results() -> None:
     assert str(from_args(["--quick"]).out) == "build/bench-quick"
     assert str(from_args([]).out) == "bench/results"
     assert str(from_args(["--quick", "--out", "elsewhere"]).out) == "elsewhere"
+
+
+def test_fastest_is_timed_as_what_it_chose_or_left_to_the_same_configuration() -> None:
+    settings = from_args(["--checkpoint", "ckpt", "--model-dir", "models/m"])
+    int8 = lambda: ("onnxruntime", "f32", "int8", "int8 dot products")  # noqa: E731
+    lineup = cli.contender_specs(settings, ("fp32", "int8"), AVX2, MERGED, True, lambda v: v == "fastest", int8)
+    assert "engine-auto-fastest" not in [s.name for s in lineup.specs]
+    assert lineup.skipped["engine-auto-fastest"] == (
+        "chose onnxruntime, f32, int8 (int8 dot products): measured as engine-onnxruntime-f32-int8"
+    )
+    bf16 = lambda: ("openvino", "bf16", "fp32", "AMX")  # noqa: E731
+    amx = cli.contender_specs(settings, ("fp32", "int8"), AMX, MERGED, True, lambda v: v == "fastest", bf16)
+    assert "engine-auto-fastest" not in [s.name for s in amx.specs]  # engine-openvino-bf16-fp32 runs there
+    only_fp32 = lambda: ("openvino", "f32", "int8", "only OpenVINO")  # noqa: E731
+    other = cli.contender_specs(settings, ("fp32", "int8"), AVX2, MERGED, True, lambda v: v == "fastest", only_fp32)
+    spec = next(s for s in other.specs if s.name == "engine-auto-fastest")
+    assert (spec.backend, spec.precision, spec.variant) == ("openvino", "f32", "int8")
