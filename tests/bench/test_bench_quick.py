@@ -132,6 +132,6 @@ def test_markdown_and_plot_are_written(quick_run: Path) -> None:
     headings += ("## Ray Serve",)
     for heading in headings:
         assert heading in markdown
-    assert "engine-int8" in markdown
+    assert "engine-onnxruntime-f32-int8" in markdown and "engine-openvino-f32-fp32" in markdown
     assert "| peak RSS MiB | x weights | KV cache MiB |" in markdown
     assert _one(quick_run, "png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
