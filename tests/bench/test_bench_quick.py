@@ -121,7 +121,8 @@ def test_results_json_holds_every_section(quick_run: Path) -> None:
     assert served["measured"] > 0 and served["note"].startswith(server["contender"]), served
     vision = next(target for target in results["targets"] if target["name"].startswith("vision encoder"))
     assert vision["note"].split(", ")[0] in contenders  # the fastest vision configuration
-    assert "the engine's fp32 profiled run: FLOP-class kernels" in vision["note"]
+    if vision["note"].split(", ")[1].startswith("fp32"):  # the operator profile is quoted against the fp32 floor
+        assert "the engine's fp32 profiled run: FLOP-class kernels" in vision["note"]
     assert all(target["met"] in (True, False, None) for target in results["targets"])
 
 
