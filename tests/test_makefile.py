@@ -40,7 +40,7 @@ def test_serve_on_a_fresh_clone_builds_the_tiny_model(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny"
     planned = _dry_run("serve", f"VENV={tmp_path}/venv", f"MODEL_DIR={tiny}", f"TINY_DIR={tiny}")
     assert planned.returncode == 0, planned.stderr
-    assert 'pip install -q "torch==' in planned.stdout and ".[export,test,bench,ray]" in planned.stdout
+    assert 'pip install -q "torch==' in planned.stdout and ".[export,test,bench,ray,openvino]" in planned.stdout
     assert "-m export.tiny --out checkpoints/tiny" in planned.stdout
     assert f"-m export checkpoints/tiny --out {tiny}" in planned.stdout
 
