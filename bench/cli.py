@@ -33,6 +33,7 @@ from bench.contenders import ContenderSpec
 from bench.flops import ModelShape
 from bench.settings import BenchSettings, from_args
 from runtime.cpu import CpuFeatures, detect
+from runtime.engine.fastest import openvino_is_installed
 
 RAY_CLIENTS = 8  # the Ray row's throughput level
 
@@ -162,7 +163,7 @@ def machine_info(cpu: CpuFeatures) -> dict[str, Any]:
         info |= {"torch": torch.__version__, "transformers": transformers.__version__}
     except ImportError:
         pass
-    if configurations.openvino_installed():
+    if openvino_is_installed():
         import openvino
 
         info["openvino"] = openvino.__version__
@@ -192,9 +193,9 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         available,
         cpu,
         configurations.engine_settings_fields(),
-        configurations.openvino_installed(),
+        openvino_is_installed(),
         configurations.accepts_variant,
-        lambda: configurations.fastest_choice(settings.model_dir),
+        lambda: configurations.fastest_choice(settings.model_dir, settings.provider),
     )
     probe_skips = configurations.probe_skips(cpu, settings.bf16, settings.provider)
     results: dict[str, Any] = {

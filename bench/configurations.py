@@ -69,13 +69,13 @@ def engine_settings_fields() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(EngineSettings))
 
 
-def fastest_choice(model_dir: Path) -> tuple[str, str, str, str]:
+def fastest_choice(model_dir: Path, provider: str) -> tuple[str, str, str, str]:
     """What ``variant=fastest`` serves from ``model_dir`` on this machine: backend, precision, variant and why
     (the engine's own decision, runtime/engine/fastest.py)."""
-    from runtime.cpu import detect
-    from runtime.engine.fastest import FolderOffer, decide
+    from runtime.engine.fastest import choose
+    from runtime.engine.settings import EngineSettings
 
-    choice = decide(detect(), openvino_installed(), FolderOffer.of(model_dir))
+    choice = choose(EngineSettings(variant="fastest", provider=provider), model_dir)  # type: ignore[arg-type]
     return choice.backend, choice.precision, choice.variant, choice.reason
 
 
@@ -130,11 +130,3 @@ def probe_skips(cpu: CpuFeatures, bf16_mode: str, provider: str) -> dict[str, st
     if cpu.int8_dot_product is False:
         skips["torch_int8"] = "no int8 dot-product unit (no AMX, no VNNI): torch _int_mm has no fast kernel here"
     return skips
-
-
-def openvino_installed() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True

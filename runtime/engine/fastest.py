@@ -78,6 +78,30 @@ def decide(cpu: CpuFeatures, openvino_installed: bool, offer: FolderOffer, *, ba
     return Choice("onnxruntime" if use_ort else "openvino", "f32", "fp32", "the folder offers nothing faster")
 
 
+def choose(
+    settings: EngineSettings,
+    model_dir: Path,
+    *,
+    cpu: CpuFeatures | None = None,
+    openvino_installed: bool | None = None,
+) -> Choice:
+    """What ``variant=fastest`` serves from ``model_dir`` with ``settings`` (provider, backend) on this machine, the
+    inputs gathered here and named in the reason."""
+    if settings.provider == "cuda":
+        return Choice("onnxruntime", "f32", "fp32", "provider cuda: fp32 on the GPU (CPU features do not apply)")
+    cpu = cpu or detect()
+    installed = openvino_is_installed() if openvino_installed is None else openvino_installed
+    backends = () if settings.backend == "auto" else (settings.backend,)
+    offer = FolderOffer.of(model_dir)
+    choice = decide(cpu, installed, offer, backends=backends)
+    return replace(
+        choice,
+        reason=f"{choice.reason} (CPU: {cpu.summary()}; openvino {'installed' if installed else 'not installed'};"
+        f" folder: onnxruntime {'/'.join(offer.onnxruntime) or 'none'},"
+        f" openvino {'/'.join(offer.openvino) or 'none'})",
+    )
+
+
 def resolve(
     settings: EngineSettings,
     model_dir: Path,
@@ -88,20 +112,7 @@ def resolve(
     """``settings`` with ``variant=fastest`` decided (logged); other settings come back unchanged."""
     if settings.variant != FASTEST:
         return settings
-    if settings.provider == "cuda":
-        choice = Choice("onnxruntime", "f32", "fp32", "provider cuda: fp32 on the GPU (CPU features do not apply)")
-    else:
-        cpu = cpu or detect()
-        installed = _openvino_installed() if openvino_installed is None else openvino_installed
-        backends = () if settings.backend == "auto" else (settings.backend,)
-        offer = FolderOffer.of(model_dir)
-        choice = decide(cpu, installed, offer, backends=backends)
-        choice = replace(
-            choice,
-            reason=f"{choice.reason} (CPU: {cpu.summary()}; openvino {'installed' if installed else 'not installed'};"
-            f" folder: onnxruntime {'/'.join(offer.onnxruntime) or 'none'},"
-            f" openvino {'/'.join(offer.openvino) or 'none'})",
-        )
+    choice = choose(settings, model_dir, cpu=cpu, openvino_installed=openvino_installed)
     log.info(
         "%s: variant fastest chose backend %s, precision %s, variant %s: %s",
         model_dir.name,
@@ -118,5 +129,5 @@ def _complete(per_graph: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
     return tuple(v for v in per_graph[GRAPHS[0]] if all(v in per_graph[g] for g in GRAPHS))
 
 
-def _openvino_installed() -> bool:
+def openvino_is_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
